@@ -1,0 +1,157 @@
+# keytrustee — top-level build.
+#
+#   make            build the programs into build/bin
+#   make SAN=1      the same with AddressSanitizer + UBSan, into build/asan/bin
+#   make test       install what is missing, build both, run every test (ends "N passed, N failed")
+#   make run        install, build, start an active/passive pair on loopback with a demo org
+#   make install    DESTDIR=... PREFIX=/usr
+#
+# Dependencies come from Debian 12 packages (scripts/install-deps.sh); CivetWeb is compiled from
+# Debian's civetweb source package with USE_MBEDTLS (scripts/fetch-civetweb.sh). Nothing third-party
+# is committed.
+
+CC       ?= gcc
+PREFIX   ?= /usr
+DESTDIR  ?=
+BUILD    ?= build
+SAN      ?= 0
+VERSION  := 0.1.0
+
+ifeq ($(SAN),1)
+OUT      := $(BUILD)/asan
+SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+OPT      := -O1
+else
+OUT      := $(BUILD)
+SANFLAGS :=
+OPT      := -O2
+endif
+
+THIRD_PARTY := $(BUILD)/third_party
+CIVETWEB    := $(THIRD_PARTY)/civetweb
+
+WARNINGS := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wvla -Wstrict-prototypes -Wmissing-prototypes
+CPPFLAGS += -I. -D_GNU_SOURCE -DKT_VERSION='"$(VERSION)"'
+CFLAGS   += -std=c17 $(OPT) -g $(WARNINGS) $(SANFLAGS) -fstack-protector-strong -D_FORTIFY_SOURCE=2
+LDFLAGS  += $(SANFLAGS) -pthread
+LDLIBS   := -ljansson -lmbedtls -lmbedx509 -lmbedcrypto -lsodium -lsqlite3 -lpthread -lm
+
+# Our libraries, one per folder, linked highest layer first.
+CRYPTO_SRC  := $(sort $(wildcard crypto/*.c))
+STORAGE_SRC := $(sort $(wildcard storage/*.c))
+REPL_SRC    := $(sort $(wildcard replication/*.c))
+COMMON_SRC  := $(sort $(wildcard app/common/*.c))
+CLIENTLIB_SRC := $(filter-out app/ktclient/main.c,$(sort $(wildcard app/ktclient/*.c)))
+
+obj = $(patsubst %.c,$(OUT)/obj/%.o,$(1))
+
+LIB_CRYPTO  := $(OUT)/lib/libktcrypto.a
+LIB_STORAGE := $(OUT)/lib/libktstorage.a
+LIB_REPL    := $(OUT)/lib/libktreplication.a
+LIB_COMMON  := $(OUT)/lib/libktcommon.a
+LIB_CLIENT  := $(OUT)/lib/libktclient.a
+OUR_LIBS    := $(LIB_CLIENT) $(LIB_COMMON) $(LIB_REPL) $(LIB_STORAGE) $(LIB_CRYPTO)
+
+CIVETWEB_OBJ := $(OUT)/obj/third_party/civetweb.o
+
+PROGRAMS := keytrusteed keytrustee-db ktadmin keytrustee-orgtool ktclient
+BINS     := $(addprefix $(OUT)/bin/,$(PROGRAMS))
+
+UNIT_SRC   := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_TESTS := $(patsubst tests/unit/%.c,$(OUT)/tests/%,$(UNIT_SRC))
+TEST_HELPER_SRC := $(sort $(wildcard tests/tools/*.c))
+TEST_HELPERS := $(patsubst tests/tools/%.c,$(OUT)/tests/%,$(TEST_HELPER_SRC))
+
+.PHONY: all tests deps civetweb test run stop install clean check-long bench lint
+.DEFAULT_GOAL := all
+
+all: $(BINS)
+
+tests: $(UNIT_TESTS) $(TEST_HELPERS)
+
+deps:
+	@scripts/install-deps.sh
+
+$(CIVETWEB)/src/civetweb.c:
+	@scripts/fetch-civetweb.sh $(THIRD_PARTY)
+
+civetweb: $(CIVETWEB_OBJ)
+
+# CivetWeb is third-party code: compiled without our -Werror (it carries a deprecation #warning and
+# unused parameters), with the same sanitizers as the rest so ASan sees the whole process.
+$(CIVETWEB_OBJ): $(CIVETWEB)/src/civetweb.c
+	@mkdir -p $(dir $@)
+	$(CC) $(OPT) -g $(SANFLAGS) -c -I$(CIVETWEB)/include -DUSE_MBEDTLS -DNO_CGI -DNO_FILES \
+	  -DNO_CACHING -DMG_EXPERIMENTAL_INTERFACES -Wno-cpp -Wno-deprecated-declarations -w $< -o $@
+
+$(OUT)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+
+# keytrusteed includes civetweb.h, which exists only after the fetch.
+$(OUT)/obj/app/keytrusteed/%.o: app/keytrusteed/%.c | $(CIVETWEB)/src/civetweb.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -isystem $(CIVETWEB)/include -DUSE_MBEDTLS $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(LIB_CRYPTO):  $(call obj,$(CRYPTO_SRC))
+$(LIB_STORAGE): $(call obj,$(STORAGE_SRC))
+$(LIB_REPL):    $(call obj,$(REPL_SRC))
+$(LIB_COMMON):  $(call obj,$(COMMON_SRC))
+$(LIB_CLIENT):  $(call obj,$(CLIENTLIB_SRC))
+$(OUR_LIBS):
+	@mkdir -p $(dir $@)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(OUT)/bin/keytrusteed: $(call obj,$(sort $(wildcard app/keytrusteed/*.c))) $(CIVETWEB_OBJ) $(OUR_LIBS)
+$(OUT)/bin/keytrustee-db: $(call obj,$(sort $(wildcard app/keytrustee-db/*.c))) $(OUR_LIBS)
+$(OUT)/bin/ktadmin: $(call obj,$(sort $(wildcard app/ktadmin/*.c))) $(OUR_LIBS)
+$(OUT)/bin/keytrustee-orgtool: $(call obj,$(sort $(wildcard app/orgtool/*.c))) $(OUR_LIBS)
+$(OUT)/bin/ktclient: $(call obj,app/ktclient/main.c) $(OUR_LIBS)
+$(BINS):
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(OUR_LIBS) $(LDLIBS)
+
+$(OUT)/tests/%: tests/unit/%.c $(OUR_LIBS)
+	@mkdir -p $(dir $@) $(dir $(OUT)/obj/tests/unit/$*)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -MF $(OUT)/obj/tests/unit/$*.d -o $@ $< $(LDFLAGS) $(OUR_LIBS) $(LDLIBS)
+
+$(OUT)/tests/%: tests/tools/%.c $(OUR_LIBS)
+	@mkdir -p $(dir $@) $(OUT)/obj/tests/tools
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -MF $(OUT)/obj/tests/tools/$*.d -o $@ $< $(LDFLAGS) $(OUR_LIBS) $(LDLIBS)
+
+# Layering rule: lower folders never include from app/; crypto/ includes nothing of ours.
+lint:
+	@! grep -n '#include "app/' crypto/*.[ch] storage/*.[ch] replication/*.[ch] 2>/dev/null
+	@! grep -n '#include "\(storage\|replication\)/' crypto/*.[ch] 2>/dev/null
+	@echo "lint: layering ok"
+
+test: deps
+	$(MAKE) lint
+	$(MAKE) all tests
+	$(MAKE) SAN=1 all tests
+	tests/run.sh
+
+run: deps all
+	scripts/run-pair.sh
+
+stop:
+	scripts/run-pair.sh --stop
+
+check-long: deps
+	$(MAKE) SAN=1 all tests
+	KT_LONG=1 tests/run.sh
+
+bench: deps all tests
+	bench/run.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/sbin
+	install -m 0755 $(OUT)/bin/ktclient $(DESTDIR)$(PREFIX)/bin/ktclient
+	install -m 0755 $(OUT)/bin/keytrusteed $(OUT)/bin/keytrustee-db $(OUT)/bin/ktadmin \
+	  $(OUT)/bin/keytrustee-orgtool $(DESTDIR)$(PREFIX)/sbin/
+
+clean:
+	rm -rf $(BUILD)/bin $(BUILD)/lib $(BUILD)/obj $(BUILD)/tests $(BUILD)/asan
+
+-include $(shell find $(OUT)/obj -name '*.d' 2>/dev/null)
