@@ -27,6 +27,7 @@ run_suite() {
   local name=$1; shift
   if [ -n "${KT_ONLY:-}" ] && [[ "$name" != *"$KT_ONLY"* ]]; then return; fi
   local log=$logdir/$name.log start end
+  mkdir -p "$(dirname "$log")"
   start=$(date +%s)
   "$@" >"$log" 2>&1
   local status=$?
