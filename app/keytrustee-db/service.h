@@ -1,0 +1,164 @@
+/*
+ * service.h — what the files of keytrustee-db share: its settings, the service context every
+ * thread reads, and the interfaces between the parts.
+ *
+ *   main.c              arguments, start-up order, signals, shutdown
+ *   settings.c          db/keytrustee-db.conf read into kt_db_settings
+ *   admin_server.c      the admin socket: accept loop, one thread per connection
+ *   operations.c        one function per admin op: validate, call storage, build the response
+ *   request_fields.c    strict typed access to a request's fields
+ *   responses.c         response objects (ok, errors, org/client/deposit objects)
+ *   writer.c            the single writer thread and its group commit
+ *   status.c            the status op
+ *   replication_glue.c  the seam where replication/ plugs into the writer and the status
+ *
+ * Nothing here is visible outside keytrustee-db.
+ */
+#ifndef KT_KEYTRUSTEE_DB_SERVICE_H
+#define KT_KEYTRUSTEE_DB_SERVICE_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+
+#include "app/common/app.h"
+#include "storage/storage.h"
+
+#define KT_DB_PROGRAM "keytrustee-db"
+
+/* ---- settings.c ------------------------------------------------------------------------------ */
+
+typedef enum kt_db_role { KT_ROLE_STANDALONE, KT_ROLE_ACTIVE, KT_ROLE_PASSIVE } kt_db_role;
+
+typedef struct kt_db_settings {
+    kt_db_role role;
+    char replication_listen[256]; /* bind address of the replication port (active) */
+    long replication_port;
+    char slave[256];              /* passive host (on the active) */
+    char master[256];             /* active host (on the passive) */
+    long master_port;
+    bool synchronous;
+    char active_url[512];         /* where a passive sends writers */
+} kt_db_settings;
+
+const char *kt_db_role_name(kt_db_role role);
+/* Reads keytrustee-db.conf; every problem names the file (and line). */
+int kt_db_settings_load(const char *path, kt_db_settings *settings, char *error,
+                        size_t error_size);
+
+/* ---- replication_glue.c ---------------------------------------------------------------------- */
+
+typedef struct kt_replication_glue kt_replication_glue;
+
+int kt_replication_glue_start(kt_replication_glue **glue, const kt_db_settings *settings,
+                              const kt_paths *paths, char *error, size_t error_size);
+/* The SQLite VFS the writer opens with (NULL: SQLite's default). */
+const char *kt_replication_glue_writer_vfs(const kt_replication_glue *glue);
+/* Hands the freshly opened writer store to replication (commit classifier and anything else it
+ * needs); called once, from the thread that opened it, before the writer thread starts. */
+void kt_replication_glue_attach_writer(kt_replication_glue *glue, kt_store *writer);
+/* Whether this node accepts writes now; when not, *reason is an admin error code
+ * ("passive", "write_unavailable") and *message a sentence for the client. */
+bool kt_replication_glue_writable(const kt_replication_glue *glue, const char **reason,
+                                  const char **message);
+/* The "replication" object of the status op; NULL when memory is short. */
+json_t *kt_replication_glue_status(const kt_replication_glue *glue);
+void kt_replication_glue_stop(kt_replication_glue *glue); /* NULL allowed */
+
+/* ---- writer.c -------------------------------------------------------------------------------- */
+
+typedef struct kt_writer kt_writer;
+
+/* One write, run on the writer thread inside the open batch. `arguments` belong to the caller,
+ * who waits until the write is answered. */
+typedef kt_store_status (*kt_write_function)(kt_store *store, void *arguments);
+
+/* Opens the writer store at `database_path` and starts the writer thread. */
+int kt_writer_start(kt_writer **writer, const char *database_path, kt_replication_glue *glue,
+                    char *error, size_t error_size);
+/* Queues a write and waits for its batch's commit. Returns its status; for a failure `message`
+ * receives the storage sentence (safe to show) — for KT_STORE_ERROR the detail is logged instead
+ * and `message` says so. */
+kt_store_status kt_writer_run(kt_writer *writer, const char *name, kt_write_function function,
+                              void *arguments, char *message, size_t message_size);
+/* Answers what is queued, checkpoints, closes the store and joins the thread. */
+void kt_writer_stop(kt_writer *writer); /* NULL allowed */
+
+/* ---- the service ----------------------------------------------------------------------------- */
+
+typedef struct kt_db_service {
+    kt_paths paths;
+    kt_db_settings settings;
+    char database_path[PATH_MAX];
+    char socket_path[PATH_MAX];
+    kt_replication_glue *replication;
+    kt_writer *writer;
+    /* Every waiting thread polls stop_read; closing stop_write wakes them all at once. */
+    int stop_read;
+    int stop_write;
+} kt_db_service;
+
+/* One admin connection's state, owned by its thread. */
+typedef struct kt_db_session {
+    kt_db_service *service;
+    kt_store *reader; /* opened on first read */
+    pid_t peer_pid;
+} kt_db_session;
+
+/* ---- admin_server.c -------------------------------------------------------------------------- */
+
+typedef struct kt_admin_server kt_admin_server;
+
+/* Binds the admin socket (replacing a stale one nobody answers on) with mode 0600. */
+int kt_admin_server_bind(kt_admin_server **server, kt_db_service *service, char *error,
+                         size_t error_size);
+/* Starts the accept thread. */
+int kt_admin_server_start(kt_admin_server *server, char *error, size_t error_size);
+/* After stop_write was closed: joins the accept thread, waits for every connection to finish its
+ * in-flight request, closes and unlinks the socket. Also undoes a bind that was never started. */
+void kt_admin_server_stop(kt_admin_server *server); /* NULL allowed */
+
+/* ---- operations.c / status.c ----------------------------------------------------------------- */
+
+/* The response to one request; NULL only when memory is short (then the connection is closed). */
+json_t *kt_operation_handle(kt_db_session *session, const json_t *request);
+/* The reader store of the session, opened on first use; NULL with *failure set to an error
+ * response. */
+kt_store *kt_session_reader(kt_db_session *session, json_t **failure);
+json_t *kt_status_handle(kt_db_session *session, const json_t *request);
+
+/* ---- request_fields.c ------------------------------------------------------------------------ */
+
+/* Each returns 0, or -1 with *failure set to a bad_request response naming the field. */
+int kt_fields_known(const json_t *request, const char *op, const char *const *allowed,
+                    json_t **failure);
+/* A string of minimum..maximum bytes without control characters (when no_control) copied into
+ * out (size maximum + 1). `fallback` (NULL: required) is used when the field is absent. */
+int kt_field_text(const json_t *request, const char *key, size_t minimum, size_t maximum,
+                  bool no_control, const char *fallback, char *out, json_t **failure);
+/* Base64 of minimum..maximum bytes into out (size >= maximum); `optional` lets it be absent
+ * (length 0). */
+int kt_field_base64(const json_t *request, const char *key, size_t minimum, size_t maximum,
+                    bool optional, unsigned char *out, size_t *length, json_t **failure);
+int kt_field_fingerprint(const json_t *request, const char *key, char *out, json_t **failure);
+int kt_field_uuid(const json_t *request, const char *key, char *out, json_t **failure);
+int kt_field_state(const json_t *request, const char *key, kt_state *state, json_t **failure);
+bool kt_field_present(const json_t *request, const char *key);
+
+/* ---- responses.c ----------------------------------------------------------------------------- */
+
+json_t *kt_response_ok(void);
+json_t *kt_response_error(const char *code, const char *format, ...)
+    __attribute__((format(printf, 2, 3)));
+/* The error response for a failed storage status, with `message` (storage's sentence). */
+json_t *kt_response_store_error(kt_store_status status, const char *message);
+/* Sets key to object (taking the reference); on failure frees the response and returns NULL. */
+json_t *kt_response_attach(json_t *response, const char *key, json_t *value);
+json_t *kt_org_object(const kt_org *org);
+json_t *kt_client_object(const kt_client_record *client);
+json_t *kt_deposit_object(const kt_deposit *deposit, bool with_box);
+
+#endif /* KT_KEYTRUSTEE_DB_SERVICE_H */

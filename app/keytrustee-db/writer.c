@@ -1,0 +1,295 @@
+/*
+ * writer.c — THE writer path of keytrustee: one thread, one writer kt_store, group commit.
+ *
+ * Every change to the database, from every program (keytrusteed's HTTPS API, ktadmin,
+ * keytrustee-orgtool), arrives here as a request queued by an admin connection thread. The writer
+ * thread is the only thread that ever touches the writer store. It takes everything that is queued
+ * at once, opens one batch (kt_store_begin), runs each request in turn — storage/ wraps each in its
+ * own SAVEPOINT, so a conflict in one request undoes that request only — and then commits the
+ * batch once (kt_store_commit). Only after that single commit does it answer the waiting
+ * connection threads.
+ *
+ * That group commit is how concurrent writers share one replication round trip: the commit's WAL
+ * sync is where replication/ ships the transaction to the passive and waits for its fsynced
+ * acknowledgement, so N writers that arrive while one round trip is in flight pay for one more
+ * round trip together instead of N in a row. It is also why a failed commit fails the whole batch:
+ * if the commit is refused, indeterminate or hits a full disk, every request in the batch gets that
+ * classified error — including one that failed on its own with a conflict, because its conflict may
+ * have been caused by an earlier request of the same batch that is now not committed.
+ *
+ * Checkpoints happen here too, and only here (the store is opened with manual_checkpoints): after
+ * KT_CHECKPOINT_COMMITS commits, after KT_CHECKPOINT_IDLE_MS without writes, and at shutdown.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "app/keytrustee-db/service.h"
+
+#define KT_WRITE_MESSAGE_SIZE 512
+#define KT_CHECKPOINT_COMMITS 1000u
+#define KT_CHECKPOINT_IDLE_MS 5000
+
+static const char internal_message[] =
+    "internal error in keytrustee-db; the details are in its log";
+
+typedef struct kt_write_request {
+    const char *name;
+    kt_write_function function;
+    void *arguments;
+    kt_store_status status;
+    char message[KT_WRITE_MESSAGE_SIZE];
+    bool answered;
+    struct kt_write_request *next;
+} kt_write_request;
+
+struct kt_writer {
+    kt_store *store;
+    pthread_t thread;
+    pthread_mutex_t mutex;
+    pthread_cond_t queued;   /* a request was queued, or stopping was set */
+    pthread_cond_t answered; /* a batch was answered */
+    kt_write_request *head;
+    kt_write_request *tail;
+    bool stopping;
+    unsigned commits_since_checkpoint;
+};
+
+/* ---- the writer thread ------------------------------------------------------------------------ */
+
+/* Records a failure on a request: storage's sentence, or for an internal error a log line with
+ * the detail and a generic sentence for the client. */
+static void fail_request(kt_write_request *request, kt_store_status status, const char *detail)
+{
+    request->status = status;
+    if (status == KT_STORE_ERROR) {
+        kt_log(KT_LOG_ERROR, "write %s failed: %s", request->name, detail);
+        snprintf(request->message, sizeof request->message, "%s", internal_message);
+    } else {
+        snprintf(request->message, sizeof request->message, "%s", detail);
+    }
+}
+
+static void fail_batch(kt_write_request *batch, kt_store_status status, const char *detail)
+{
+    for (kt_write_request *request = batch; request != NULL; request = request->next)
+        fail_request(request, status, detail);
+}
+
+static void run_batch(kt_writer *writer, kt_write_request *batch, unsigned count)
+{
+    kt_store_status status = kt_store_begin(writer->store);
+    if (status != KT_STORE_OK) {
+        kt_log(KT_LOG_ERROR, "cannot begin a batch of %u writes: %s", count,
+               kt_store_error_message(writer->store));
+        fail_batch(batch, status, kt_store_error_message(writer->store));
+        return;
+    }
+    for (kt_write_request *request = batch; request != NULL; request = request->next) {
+        request->status = request->function(writer->store, request->arguments);
+        if (request->status != KT_STORE_OK)
+            fail_request(request, request->status, kt_store_error_message(writer->store));
+    }
+    status = kt_store_commit(writer->store);
+    if (status != KT_STORE_OK) {
+        char detail[KT_WRITE_MESSAGE_SIZE];
+        snprintf(detail, sizeof detail, "%s", kt_store_error_message(writer->store));
+        kt_log(status == KT_STORE_ERROR ? KT_LOG_ERROR : KT_LOG_WARNING,
+               "the commit of a batch of %u writes failed (%s): %s", count,
+               kt_store_status_name(status), detail);
+        kt_store_rollback(writer->store); /* harmless when storage already rolled back */
+        fail_batch(batch, status, detail);
+        return;
+    }
+    writer->commits_since_checkpoint++;
+    kt_log(KT_LOG_DEBUG, "committed a batch of %u writes", count);
+}
+
+static void checkpoint(kt_writer *writer, const char *why)
+{
+    kt_store_status status = kt_store_checkpoint(writer->store);
+    if (status != KT_STORE_OK) {
+        /* Readers can hold a checkpoint back; the WAL keeps everything, so just try later. */
+        kt_log(KT_LOG_WARNING, "checkpoint (%s) did not complete: %s", why,
+               kt_store_error_message(writer->store));
+        return;
+    }
+    kt_log(KT_LOG_DEBUG, "checkpoint (%s) after %u commits", why,
+           writer->commits_since_checkpoint);
+    writer->commits_since_checkpoint = 0;
+}
+
+static struct timespec deadline_after(int milliseconds)
+{
+    struct timespec deadline;
+    if (clock_gettime(CLOCK_MONOTONIC, &deadline) != 0)
+        deadline = (struct timespec){0, 0};
+    deadline.tv_sec += milliseconds / 1000;
+    deadline.tv_nsec += (long)(milliseconds % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    return deadline;
+}
+
+/* Waits (mutex held) for work; returns the whole queue, or NULL when stopping with nothing left.
+ * Runs an idle checkpoint, with the mutex released, when writes stop for a while. */
+static kt_write_request *take_queue(kt_writer *writer, unsigned *count)
+{
+    while (writer->head == NULL && !writer->stopping) {
+        struct timespec deadline = deadline_after(KT_CHECKPOINT_IDLE_MS);
+        int result = pthread_cond_timedwait(&writer->queued, &writer->mutex, &deadline);
+        if (result == ETIMEDOUT && writer->head == NULL && writer->commits_since_checkpoint > 0) {
+            (void)pthread_mutex_unlock(&writer->mutex);
+            checkpoint(writer, "idle");
+            (void)pthread_mutex_lock(&writer->mutex);
+        }
+    }
+    kt_write_request *batch = writer->head;
+    writer->head = writer->tail = NULL;
+    *count = 0;
+    for (kt_write_request *request = batch; request != NULL; request = request->next)
+        (*count)++;
+    return batch;
+}
+
+static void *writer_main(void *context)
+{
+    kt_writer *writer = context;
+    (void)pthread_mutex_lock(&writer->mutex);
+    for (;;) {
+        unsigned count = 0;
+        kt_write_request *batch = take_queue(writer, &count);
+        if (batch == NULL)
+            break;
+        (void)pthread_mutex_unlock(&writer->mutex);
+        run_batch(writer, batch, count);
+        if (writer->commits_since_checkpoint >= KT_CHECKPOINT_COMMITS)
+            checkpoint(writer, "busy");
+        (void)pthread_mutex_lock(&writer->mutex);
+        /* Waiters see `answered` only once the mutex is released, so the list stays intact. */
+        for (kt_write_request *request = batch; request != NULL; request = request->next)
+            request->answered = true;
+        (void)pthread_cond_broadcast(&writer->answered);
+    }
+    (void)pthread_mutex_unlock(&writer->mutex);
+    return NULL;
+}
+
+/* ---- the interface ---------------------------------------------------------------------------- */
+
+static int init_sync(kt_writer *writer, char *error, size_t error_size)
+{
+    pthread_condattr_t attributes;
+    if (pthread_condattr_init(&attributes) != 0 ||
+        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC) != 0 ||
+        pthread_cond_init(&writer->queued, &attributes) != 0) {
+        snprintf(error, error_size, "cannot set up the writer thread's condition variables");
+        return -1;
+    }
+    (void)pthread_condattr_destroy(&attributes);
+    if (pthread_cond_init(&writer->answered, NULL) != 0) {
+        (void)pthread_cond_destroy(&writer->queued);
+        snprintf(error, error_size, "cannot set up the writer thread's condition variables");
+        return -1;
+    }
+    if (pthread_mutex_init(&writer->mutex, NULL) != 0) {
+        (void)pthread_cond_destroy(&writer->queued);
+        (void)pthread_cond_destroy(&writer->answered);
+        snprintf(error, error_size, "cannot set up the writer thread's mutex");
+        return -1;
+    }
+    return 0;
+}
+
+static void destroy_sync(kt_writer *writer)
+{
+    (void)pthread_mutex_destroy(&writer->mutex);
+    (void)pthread_cond_destroy(&writer->queued);
+    (void)pthread_cond_destroy(&writer->answered);
+}
+
+int kt_writer_start(kt_writer **writer_out, const char *database_path, kt_replication_glue *glue,
+                    char *error, size_t error_size)
+{
+    *writer_out = NULL;
+    kt_writer *writer = calloc(1, sizeof *writer);
+    if (writer == NULL) {
+        snprintf(error, error_size, "out of memory starting the writer");
+        return -1;
+    }
+    kt_store_options options = {
+        .writer = true,
+        .create = false,
+        .vfs = kt_replication_glue_writer_vfs(glue),
+        .manual_checkpoints = true,
+    };
+    if (kt_store_open(&writer->store, database_path, &options, error, error_size) != 0) {
+        free(writer);
+        return -1;
+    }
+    kt_replication_glue_attach_writer(glue, writer->store);
+    if (init_sync(writer, error, error_size) != 0) {
+        kt_store_close(writer->store);
+        free(writer);
+        return -1;
+    }
+    int result = pthread_create(&writer->thread, NULL, writer_main, writer);
+    if (result != 0) {
+        snprintf(error, error_size, "cannot start the writer thread: %s", strerror(result));
+        destroy_sync(writer);
+        kt_store_close(writer->store);
+        free(writer);
+        return -1;
+    }
+    *writer_out = writer;
+    return 0;
+}
+
+kt_store_status kt_writer_run(kt_writer *writer, const char *name, kt_write_function function,
+                              void *arguments, char *message, size_t message_size)
+{
+    kt_write_request request = {.name = name, .function = function, .arguments = arguments};
+    (void)pthread_mutex_lock(&writer->mutex);
+    if (writer->stopping) {
+        (void)pthread_mutex_unlock(&writer->mutex);
+        snprintf(message, message_size, "keytrustee-db is stopping; retry in a moment");
+        return KT_STORE_REFUSED;
+    }
+    if (writer->tail != NULL)
+        writer->tail->next = &request;
+    else
+        writer->head = &request;
+    writer->tail = &request;
+    (void)pthread_cond_signal(&writer->queued);
+    while (!request.answered)
+        (void)pthread_cond_wait(&writer->answered, &writer->mutex);
+    (void)pthread_mutex_unlock(&writer->mutex);
+    if (request.status != KT_STORE_OK)
+        snprintf(message, message_size, "%s", request.message);
+    return request.status;
+}
+
+void kt_writer_stop(kt_writer *writer)
+{
+    if (writer == NULL)
+        return;
+    (void)pthread_mutex_lock(&writer->mutex);
+    writer->stopping = true;
+    (void)pthread_cond_signal(&writer->queued);
+    (void)pthread_mutex_unlock(&writer->mutex);
+    int result = pthread_join(writer->thread, NULL);
+    if (result != 0)
+        kt_log(KT_LOG_ERROR, "cannot join the writer thread: %s", strerror(result));
+    /* With manual checkpoints the store does not checkpoint on close: do it here, so the WAL is
+     * folded into the database file before the service stops. */
+    checkpoint(writer, "shutdown");
+    kt_store_close(writer->store);
+    destroy_sync(writer);
+    free(writer);
+}
