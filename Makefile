@@ -53,6 +53,8 @@ LIB_CLIENT  := $(OUT)/lib/libktclient.a
 OUR_LIBS    := $(LIB_CLIENT) $(LIB_COMMON) $(LIB_REPL) $(LIB_STORAGE) $(LIB_CRYPTO)
 
 CIVETWEB_OBJ := $(OUT)/obj/third_party/civetweb.o
+# The same defines for civetweb.c and every file that includes civetweb.h: some change struct layouts.
+CIVETWEB_DEFINES := -DUSE_MBEDTLS -DUSE_IPV6 -DNO_CGI -DNO_FILES -DNO_CACHING -DMG_EXPERIMENTAL_INTERFACES
 
 PROGRAMS := keytrusteed keytrustee-db ktadmin keytrustee-orgtool ktclient
 BINS     := $(addprefix $(OUT)/bin/,$(PROGRAMS))
@@ -81,8 +83,7 @@ civetweb: $(CIVETWEB_OBJ)
 # unused parameters), with the same sanitizers as the rest so ASan sees the whole process.
 $(CIVETWEB_OBJ): $(CIVETWEB)/src/civetweb.c
 	@mkdir -p $(dir $@)
-	$(CC) $(OPT) -g $(SANFLAGS) -c -I$(CIVETWEB)/include -DUSE_MBEDTLS -DNO_CGI -DNO_FILES \
-	  -DNO_CACHING -DMG_EXPERIMENTAL_INTERFACES -Wno-cpp -Wno-deprecated-declarations -w $< -o $@
+	$(CC) $(OPT) -g $(SANFLAGS) -c -I$(CIVETWEB)/include $(CIVETWEB_DEFINES) -w $< -o $@
 
 $(OUT)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -91,7 +92,7 @@ $(OUT)/obj/%.o: %.c
 # keytrusteed includes civetweb.h, which exists only after the fetch.
 $(OUT)/obj/app/keytrusteed/%.o: app/keytrusteed/%.c | $(CIVETWEB)/src/civetweb.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) -isystem $(CIVETWEB)/include -DUSE_MBEDTLS $(CFLAGS) -MMD -MP -c $< -o $@
+	$(CC) $(CPPFLAGS) -isystem $(CIVETWEB)/include $(CIVETWEB_DEFINES) $(CFLAGS) -MMD -MP -c $< -o $@
 
 $(LIB_CRYPTO):  $(call obj,$(CRYPTO_SRC))
 $(LIB_STORAGE): $(call obj,$(STORAGE_SRC))
@@ -153,5 +154,24 @@ install: all
 
 clean:
 	rm -rf $(BUILD)/bin $(BUILD)/lib $(BUILD)/obj $(BUILD)/tests $(BUILD)/asan
+
+# ---- bench tools ----------------------------------------------------------------------------------
+# bench/tools/*.c -> build/bench/bin/ (one program per file), for bench/run.sh. Linked against our
+# libraries so a benchmark backend can use storage/ or app/common directly. `make bench-tools`
+# builds them alone; `make bench` builds them before running bench/run.sh.
+BENCH_BIN       := $(BUILD)/bench/bin
+BENCH_TOOL_SRC  := $(sort $(wildcard bench/tools/*.c))
+BENCH_TOOLS     := $(patsubst bench/tools/%.c,$(BENCH_BIN)/%,$(BENCH_TOOL_SRC))
+
+.PHONY: bench-tools
+bench-tools: $(BENCH_TOOLS)
+bench: bench-tools
+
+$(BENCH_BIN)/%: bench/tools/%.c $(OUR_LIBS)
+	@mkdir -p $(dir $@) $(BUILD)/bench/obj
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -MF $(BUILD)/bench/obj/$*.d -o $@ $< $(LDFLAGS) $(OUR_LIBS) $(LDLIBS)
+
+-include $(wildcard $(BUILD)/bench/obj/*.d)
+# ---- end of bench tools ---------------------------------------------------------------------------
 
 -include $(shell find $(OUT)/obj -name '*.d' 2>/dev/null)

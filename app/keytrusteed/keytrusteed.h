@@ -1,0 +1,215 @@
+/*
+ * keytrusteed.h — what the files of keytrusteed, the HTTPS front end, share.
+ *
+ * keytrusteed serves docs/api.md with CivetWeb (compiled with mbedTLS). It parses and
+ * authenticates requests, seals and opens deposits with the server data key, and asks
+ * keytrustee-db for every read and write over the admin socket (app/common/app.h); it never opens
+ * the database itself.
+ *
+ * One request's journey:
+ *   server.c    CivetWeb calls begin_request on a worker thread
+ *   router.c    matches method and path, answers 404/405, and logs one line when done
+ *   json_io.c   reads the body (411, 413, 415), parses strict JSON (400), sends JSON answers
+ *   auth.c      checks the request signature, the clock window and the nonce (401), and that the
+ *               client and its org are enabled (403)
+ *   register.c, deposits.c, health.c   the endpoints
+ *   db_pool.c   the worker thread's admin-socket connection, and admin-socket errors → HTTP
+ *
+ * Secrets (deposit plaintexts, org auth secrets, request bodies that carry them) stay in
+ * kt_secret buffers and are wiped; JSON that held them is allocated through a wiping allocator
+ * (json_io.c). Nothing secret is ever logged.
+ */
+#ifndef KT_KEYTRUSTEED_H
+#define KT_KEYTRUSTEED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* CIVETWEB_DEFINES in the Makefile compile civetweb.c and this folder alike: MG_EXPERIMENTAL_INTERFACES
+ * adds members to struct mg_callbacks, so both sides must see the same defines. */
+#include <civetweb.h>
+#include <jansson.h>
+
+#include "app/common/app.h"
+#include "crypto/crypto.h"
+#include "storage/storage.h"
+
+#define KTD_PROGRAM           "keytrusteed"
+#define KTD_BODY_MAX          (128u * 1024u) /* request body limit, docs/api.md */
+#define KTD_CLOCK_WINDOW      300            /* seconds a request timestamp may be off */
+#define KTD_NONCE_BYTES       16u
+#define KTD_DB_TIMEOUT_MS     15000          /* one admin-socket call */
+#define KTD_WORKER_THREADS    "16"
+#define KTD_REQUEST_TIMEOUT   "10000"        /* ms; CivetWeb's per-read/write timeout */
+
+/* ---- The daemon (server.c) ------------------------------------------------------------------ */
+
+typedef struct ktd_daemon {
+    kt_paths paths;
+    kt_server_keys *keys;                 /* data_key seals deposits; fingerprint is our identity */
+    char listen_address[64];             /* numeric IPv4 or IPv6 */
+    long port;
+    char external_address[256];
+    struct mg_context *context;          /* the running CivetWeb server */
+    kt_secret *tls_pem;                  /* key + certificate CivetWeb runs with (for rollback) */
+} ktd_daemon;
+
+/* Builds the combined PEM from .ssl/, checks it, starts CivetWeb. Returns 0 or -1 (logged). */
+int ktd_server_start(ktd_daemon *daemon, char *error, size_t error_size);
+/* SIGHUP: serve a re-read certificate; on any failure keep (or restore) the old one. */
+int ktd_server_reload(ktd_daemon *daemon);
+void ktd_server_stop(ktd_daemon *daemon);
+
+/* ---- TLS material (tls.c) ------------------------------------------------------------------- */
+
+/* Reads .ssl/ssl-cert-keytrustee-pk.pem and ssl-cert-keytrustee.pem into one PEM (key first) and
+ * checks that both parse and that the key belongs to the certificate. */
+int ktd_tls_pem_load(const kt_paths *paths, kt_secret **pem, char *error, size_t error_size);
+/* Writes the PEM to run/keytrusteed-tls-<pid>.pem (0600) for CivetWeb to read at start. */
+int ktd_tls_pem_write(const kt_paths *paths, const kt_secret *pem, char *path, size_t path_size,
+                      char *error, size_t error_size);
+
+/* ---- One request ---------------------------------------------------------------------------- */
+
+typedef struct ktd_request {
+    struct mg_connection *connection;
+    const ktd_daemon *daemon;
+    const char *method;
+    const char *path;     /* as sent, not decoded, without the query */
+    const char *query;    /* as sent, without '?'; NULL when the target had no '?' */
+    kt_secret *body;      /* after ktd_body_read: the whole body (length 0 when none) */
+    bool body_unread;     /* a body was announced but not consumed: close the connection */
+    int status;           /* of the answer sent, for the log; 0 until answered */
+    char client[KT_FINGERPRINT_CHARS + 1]; /* authenticated client, for the log; "" if none */
+} ktd_request;
+
+/* An authenticated client (client.get), passed on to the handlers. */
+typedef struct ktd_client {
+    char fingerprint[KT_FINGERPRINT_CHARS + 1];
+    char org_uuid[KT_UUID_CHARS + 1];
+    char org_name[KT_ORG_NAME_MAX + 1];
+    unsigned char public_key[KT_SIGN_PUBLIC_BYTES];
+    kt_state state;
+} ktd_client;
+
+/* ---- Routing (router.c) --------------------------------------------------------------------- */
+
+/* The CivetWeb begin_request callback: every request goes through here. */
+int ktd_route(struct mg_connection *connection);
+/* The CivetWeb http_error callback: CivetWeb's own errors (bad request line, ...) as JSON. */
+int ktd_route_http_error(struct mg_connection *connection, int status, const char *message);
+
+/* Handlers answer exactly once. `argument` is the path's uuid segment, or NULL. */
+typedef void (*ktd_handler)(ktd_request *request, const char *argument);
+
+void ktd_handle_fingerprint(ktd_request *request, const char *argument);
+void ktd_handle_health(ktd_request *request, const char *argument);
+void ktd_handle_register(ktd_request *request, const char *argument);
+void ktd_handle_deposit_put(ktd_request *request, const char *argument);
+void ktd_handle_deposit_find(ktd_request *request, const char *argument); /* list/search/handle */
+void ktd_handle_deposit_get(ktd_request *request, const char *argument);
+void ktd_handle_deposit_purge(ktd_request *request, const char *argument);
+void ktd_handle_deposit_disable(ktd_request *request, const char *argument);
+void ktd_handle_deposit_enable(ktd_request *request, const char *argument);
+
+/* ---- Query strings (query.c) ---------------------------------------------------------------- */
+
+/* Splits `query` (may be NULL) into its parameters. Every key must be one of `keys` (count of
+ * them) and appear at most once; values[i] receives the percent-decoded value of keys[i] (malloc'd,
+ * NULL when absent). Returns 0, or -1 with a sentence in `error` (values are then all NULL). */
+int ktd_query_parse(const char *query, const char *const *keys, size_t count, char **values,
+                    char *error, size_t error_size);
+void ktd_query_free(char **values, size_t count);
+
+/* ---- Bodies and answers (json_io.c) --------------------------------------------------------- */
+
+/* Makes jansson wipe every block it frees (it holds base64 secrets while parsing and dumping). */
+void ktd_json_use_wiping_allocator(void);
+
+typedef enum ktd_body_kind { KTD_BODY_NONE, KTD_BODY_JSON } ktd_body_kind;
+
+/* Reads the request body into request->body. KTD_BODY_JSON requires Content-Length (411),
+ * at most 128 KiB (413) and Content-Type application/json (415); KTD_BODY_NONE refuses a
+ * non-empty body (400). Answers and returns -1 on failure. */
+int ktd_body_read(ktd_request *request, ktd_body_kind kind);
+/* Parses the body as one JSON object whose members all appear in `fields` (NULL-terminated).
+ * Answers 400 and returns NULL on failure. */
+json_t *ktd_body_object(ktd_request *request, const char *const *fields);
+/* A string member: absent is allowed when !required (then *value = NULL). Its byte length must be
+ * within [minimum, maximum]; `printable` refuses control characters. Answers 400 on failure. */
+int ktd_body_string(ktd_request *request, const json_t *object, const char *name, bool required,
+                    size_t minimum, size_t maximum, bool printable, const char **value);
+
+/* One extra response header. */
+typedef struct ktd_header {
+    const char *name;
+    const char *value;
+} ktd_header;
+
+/* Sends a complete answer. Returns 0, or -1 when the connection failed (logged at debug). */
+int ktd_respond(ktd_request *request, int status, const char *content_type, const void *body,
+                size_t length, const ktd_header *headers, size_t header_count);
+/* Sends `body` (not consumed) as JSON; the serialised text lives in a wiped buffer. */
+int ktd_respond_json(ktd_request *request, int status, const json_t *body);
+/* {"error": code, "message": ...}; 503s get Retry-After per docs/api.md; `extra` (may be NULL,
+ * not consumed) adds members such as "active". */
+int ktd_respond_error(ktd_request *request, int status, const char *code, const json_t *extra,
+                      const char *format, ...) __attribute__((format(printf, 5, 6)));
+/* An error answer with an Allow header (405). */
+int ktd_respond_not_allowed(ktd_request *request, const char *allow);
+
+/* ---- Request authentication (auth.c) -------------------------------------------------------- */
+
+/* Reads the body (kind) and authenticates a registered client: signature headers, clock window,
+ * client.get, signature, nonce, client and org enabled. Answers and returns -1 on failure. */
+int ktd_authenticate(ktd_request *request, ktd_body_kind kind, ktd_client *client);
+/* Verifies the request signature against `public_key` for the fingerprint in X-KT-Client, then
+ * the clock window and the nonce (registration: the key comes from the body). Answers 401 and
+ * returns -1 on failure. */
+int ktd_verify_signature(ktd_request *request,
+                         const unsigned char public_key[KT_SIGN_PUBLIC_BYTES]);
+/* The X-KT-Client header when it is a well-formed fingerprint, else answers 401 and NULL. */
+const char *ktd_claimed_client(ktd_request *request);
+
+/* ---- Replay cache (nonce_cache.c) ----------------------------------------------------------- */
+
+typedef enum ktd_nonce_result {
+    KTD_NONCE_FRESH,    /* first sighting: remembered until `expires` */
+    KTD_NONCE_REPLAYED, /* seen before and not yet expired */
+    KTD_NONCE_FULL      /* the cache is at its bound: refuse rather than forget */
+} ktd_nonce_result;
+
+ktd_nonce_result ktd_nonce_remember(const char *fingerprint,
+                                    const unsigned char nonce[KTD_NONCE_BYTES], int64_t expires,
+                                    int64_t now);
+void ktd_nonce_cache_free(void);
+
+/* ---- keytrustee-db (db_pool.c) -------------------------------------------------------------- */
+
+typedef enum ktd_db_kind {
+    KTD_DB_READ,  /* safe to repeat */
+    KTD_DB_WRITE  /* repeating it after a lost answer may find its own effect */
+} ktd_db_kind;
+
+/* Calls keytrustee-db on this worker thread's connection (connecting, or reconnecting once when
+ * a reused connection broke). Returns 0 with *response (check "ok"), or answers 503 unavailable
+ * and returns -1. */
+int ktd_db_call(ktd_request *request, const json_t *db_request, ktd_db_kind kind,
+                json_t **response);
+/* The "error" code of a refused response, or NULL when "ok" is true. */
+const char *ktd_db_error_code(const json_t *response);
+/* Answers the HTTP error for a refused response (docs/api.md's table); `not_found` is the
+ * message for not_found. */
+void ktd_respond_db_error(ktd_request *request, const json_t *response, const char *not_found);
+/* Builds {"op": op} plus members; returns NULL (after answering 500) on allocation failure. */
+json_t *ktd_db_request(ktd_request *request, const char *op);
+/* Answers 500 for an allocation failure or an impossible response; always returns -1. */
+int ktd_respond_internal(ktd_request *request, const char *what);
+
+/* ---- Records from keytrustee-db ------------------------------------------------------------- */
+
+/* Fills `client` from a client object. Returns 0 or -1 when a member is missing or malformed. */
+int ktd_client_from_json(const json_t *object, ktd_client *client);
+
+#endif /* KT_KEYTRUSTEED_H */
