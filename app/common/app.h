@@ -59,6 +59,11 @@
  *   deposit.list     client, search (optional)               deposits[] (without box)
  *   deposit.set_state client, uuid, state                    -
  *   deposit.purge    client, uuid                            -
+ *   replication.set_synchronous  synchronous (bool)     -   (active: persists it in keytrustee-db.conf)
+ *   replication object (in status): role, state (a state name from replication/state.c, or
+ *                   "standalone"), epoch, synchronous, writable, reason, peer_connected,
+ *                   peer_address, position{epoch,txid,hash}, peer_position{epoch,txid,hash},
+ *                   lag_transactions, lag_ms
  *   org object:     uuid, name, contacts, created, expires, state, auth_box
  *   client object:  fingerprint, org, org_uuid, name, public_key, created, state
  *   deposit object: uuid, client, handle, description, created, state[, box]
