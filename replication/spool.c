@@ -1,0 +1,687 @@
+/*
+ * spool.c — a node's log of transactions: keytrustee-repl.log in the state directory.
+ *
+ * Both nodes keep one. On the active it holds every committed transaction (appended and
+ * fdatasynced after the passive acknowledged, before COMMIT returns), so that a passive that was
+ * away can be streamed what it missed, and so that startup can tell a committed transaction from
+ * one that was written to the -wal but never acknowledged (vfs_capture.c). On the passive it is
+ * the spool: each received transaction is appended and fdatasynced before the acknowledgement,
+ * and applied to the database only once the active confirms it (apply.c).
+ *
+ * Format: a sequence of records, each
+ *     u32 payload length | u32 type | u32 CRC-32C of (type, payload) | payload
+ * (little-endian). Types:
+ *     1 HEADER   "KTREPLOG", u32 version 1, base position, base origin cursor. Always first, and
+ *                only first. The base is the position just before the first entry: the genesis
+ *                of a new log, the copied position after a base copy, or the last entry dropped
+ *                by a compaction.
+ *     2 ENTRY    an entry (position.c); txid = previous + 1 and prev = previous hash, always.
+ *     3 CONFIRM  u64 txid, hash: the active committed everything up to there (passive only).
+ * Invariants
+ *   - Entries form one chain from the base: opening checks every link and every hash.
+ *   - Only a torn or damaged tail is ever lost: opening stops at the first record that is short,
+ *     fails its CRC or breaks the chain, truncates the file there (fsynced) and says so in the
+ *     log. A damaged HEADER makes the log unusable (an error naming the file).
+ *   - Entries up to the confirmed txid are never truncated away; unconfirmed ones are dropped
+ *     when the active says they are not part of its history (walreceiver.c).
+ *   - Compaction and reset write a whole new file and rename it into place.
+ * Thread safety: every function takes the spool's own lock.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "replication/internal.h"
+
+enum { RECORD_HEADER = 1, RECORD_ENTRY = 2, RECORD_CONFIRM = 3 };
+#define RECORD_PREFIX_BYTES 12u
+#define SPOOL_MAGIC "KTREPLOG"
+#define SPOOL_VERSION 1u
+
+typedef struct spool_item {
+    uint64_t txid;
+    uint64_t epoch;
+    unsigned char hash[KT_HASH_BYTES];
+    uint64_t offset;   /* of the record */
+    uint64_t length;   /* of the record, prefix included */
+    repl_wal_cursor origin;
+    int64_t time_ms;
+} spool_item;
+
+struct repl_spool {
+    pthread_mutex_t lock;
+    char *path;
+    int fd;
+    repl_logger logger;
+    kt_repl_position base;
+    repl_wal_cursor base_origin;
+    uint64_t confirmed;
+    uint64_t size;          /* where the next record goes */
+    spool_item *items;      /* items[i].txid == base.txid + 1 + i */
+    size_t count, capacity;
+};
+
+/* ---- records -------------------------------------------------------------------------------- */
+
+static void record_begin(repl_buffer *buffer, uint32_t type)
+{
+    unsigned char prefix[RECORD_PREFIX_BYTES] = {0};
+    repl_put_le32(prefix + 4, type);
+    repl_buffer_put(buffer, prefix, sizeof prefix);
+}
+
+/* Fills in the length and CRC of the record that starts at `start`. */
+static void record_finish(repl_buffer *buffer, size_t start)
+{
+    if (buffer->failed) {
+        return;
+    }
+    unsigned char *prefix = buffer->data + start;
+    size_t payload = buffer->length - start - RECORD_PREFIX_BYTES;
+    repl_put_le32(prefix, (uint32_t)payload);
+    uint32_t crc = repl_crc32c(0, prefix + 4, 4);
+    crc = repl_crc32c(crc, prefix + RECORD_PREFIX_BYTES, payload);
+    repl_put_le32(prefix + 8, crc);
+}
+
+static void encode_header_record(repl_buffer *buffer, const kt_repl_position *base,
+                                 const repl_wal_cursor *origin)
+{
+    size_t start = buffer->length;
+    record_begin(buffer, RECORD_HEADER);
+    repl_buffer_put(buffer, SPOOL_MAGIC, 8);
+    repl_buffer_put_u32(buffer, SPOOL_VERSION);
+    repl_position_encode(buffer, base);
+    repl_cursor_encode(buffer, origin);
+    record_finish(buffer, start);
+}
+
+static void encode_confirm_record(repl_buffer *buffer, uint64_t txid, const unsigned char *hash)
+{
+    size_t start = buffer->length;
+    record_begin(buffer, RECORD_CONFIRM);
+    repl_buffer_put_u64(buffer, txid);
+    repl_buffer_put(buffer, hash, KT_HASH_BYTES);
+    record_finish(buffer, start);
+}
+
+/* Reads the record at `offset`: 1 with its type and malloc'd payload, 0 when the file ends there
+ * or the record is torn or damaged, -1 on an I/O error or when memory ran out. */
+static int read_record(int fd, uint64_t offset, uint64_t file_size, uint32_t *type,
+                       unsigned char **payload, uint32_t *length)
+{
+    unsigned char prefix[RECORD_PREFIX_BYTES];
+    if (file_size - offset < RECORD_PREFIX_BYTES) {
+        return 0;
+    }
+    if (repl_pread_full(fd, prefix, sizeof prefix, offset) != (long)sizeof prefix) {
+        return -1;
+    }
+    *length = repl_get_le32(prefix);
+    *type = repl_get_le32(prefix + 4);
+    if (*length > REPL_MAX_MESSAGE_BYTES ||
+        *length > file_size - offset - RECORD_PREFIX_BYTES) {
+        return 0;
+    }
+    *payload = malloc(*length ? *length : 1);
+    if (*payload == NULL) {
+        return -1;
+    }
+    if (repl_pread_full(fd, *payload, *length, offset + RECORD_PREFIX_BYTES) != (long)*length) {
+        free(*payload);
+        return -1;
+    }
+    uint32_t crc = repl_crc32c(0, prefix + 4, 4);
+    crc = repl_crc32c(crc, *payload, *length);
+    if (crc != repl_get_le32(prefix + 8)) {
+        free(*payload);
+        return 0;
+    }
+    return 1;
+}
+
+/* ---- the in-memory index -------------------------------------------------------------------- */
+
+static kt_repl_position tip_locked(const repl_spool *spool)
+{
+    if (spool->count == 0) {
+        return spool->base;
+    }
+    const spool_item *last = &spool->items[spool->count - 1];
+    kt_repl_position tip = {last->epoch, last->txid, {0}};
+    memcpy(tip.hash, last->hash, KT_HASH_BYTES);
+    return tip;
+}
+
+static const spool_item *item_at(const repl_spool *spool, uint64_t txid)
+{
+    if (txid <= spool->base.txid || txid - spool->base.txid > spool->count) {
+        return NULL;
+    }
+    return &spool->items[txid - spool->base.txid - 1];
+}
+
+static int index_add(repl_spool *spool, const repl_entry *entry, uint64_t offset,
+                     uint64_t length)
+{
+    if (spool->count == spool->capacity) {
+        size_t capacity = spool->capacity ? spool->capacity * 2 : 1024;
+        spool_item *grown = realloc(spool->items, capacity * sizeof *grown);
+        if (grown == NULL) {
+            return -1;
+        }
+        spool->items = grown;
+        spool->capacity = capacity;
+    }
+    spool_item *item = &spool->items[spool->count++];
+    item->txid = entry->txid;
+    item->epoch = entry->epoch;
+    memcpy(item->hash, entry->hash, KT_HASH_BYTES);
+    item->offset = offset;
+    item->length = length;
+    item->origin = entry->origin;
+    item->time_ms = repl_now_ms();
+    return 0;
+}
+
+static bool entry_follows(const repl_spool *spool, const repl_entry *entry)
+{
+    kt_repl_position tip = tip_locked(spool);
+    return entry->txid == tip.txid + 1 && memcmp(entry->prev, tip.hash, KT_HASH_BYTES) == 0;
+}
+
+/* ---- opening -------------------------------------------------------------------------------- */
+
+static int create_file(const char *path, const kt_repl_position *base,
+                       const repl_wal_cursor *origin)
+{
+    repl_buffer buffer = {0};
+    encode_header_record(&buffer, base, origin);
+    if (buffer.failed) {
+        errno = ENOMEM;
+        return -1;
+    }
+    int result = repl_write_file_atomic(path, buffer.data, buffer.length);
+    repl_buffer_free(&buffer);
+    return result;
+}
+
+static int load_header(repl_spool *spool, uint64_t file_size, uint64_t *offset)
+{
+    uint32_t type = 0, length = 0;
+    unsigned char *payload = NULL;
+    if (read_record(spool->fd, 0, file_size, &type, &payload, &length) != 1) {
+        return -1;
+    }
+    repl_reader reader;
+    repl_reader_init(&reader, payload, length);
+    const unsigned char *magic = repl_reader_take(&reader, 8);
+    uint32_t version = repl_reader_u32(&reader);
+    repl_position_decode(&reader, &spool->base);
+    repl_cursor_decode(&reader, &spool->base_origin);
+    bool good = type == RECORD_HEADER && magic != NULL && memcmp(magic, SPOOL_MAGIC, 8) == 0 &&
+                version == SPOOL_VERSION && repl_reader_done(&reader);
+    free(payload);
+    *offset = RECORD_PREFIX_BYTES + length;
+    spool->confirmed = spool->base.txid;
+    return good ? 0 : -1;
+}
+
+/* Applies one record read at load time; false when it does not fit the log (a damaged tail). */
+static bool load_record(repl_spool *spool, uint32_t type, const unsigned char *payload,
+                        uint32_t length, uint64_t offset)
+{
+    repl_reader reader;
+    repl_reader_init(&reader, payload, length);
+    if (type == RECORD_ENTRY) {
+        repl_entry entry;
+        return repl_entry_decode(&reader, &entry) == 0 && repl_reader_done(&reader) &&
+               entry_follows(spool, &entry) &&
+               index_add(spool, &entry, offset, RECORD_PREFIX_BYTES + (uint64_t)length) == 0;
+    }
+    if (type == RECORD_CONFIRM) {
+        uint64_t txid = repl_reader_u64(&reader);
+        const unsigned char *hash = repl_reader_take(&reader, KT_HASH_BYTES);
+        const spool_item *item = item_at(spool, txid);
+        if (!repl_reader_done(&reader) || item == NULL ||
+            memcmp(item->hash, hash, KT_HASH_BYTES) != 0) {
+            return false;
+        }
+        if (txid > spool->confirmed) {
+            spool->confirmed = txid;
+        }
+        return true;
+    }
+    return false;
+}
+
+static int load_records(repl_spool *spool, uint64_t file_size, uint64_t offset)
+{
+    for (;;) {
+        uint32_t type = 0, length = 0;
+        unsigned char *payload = NULL;
+        int got = read_record(spool->fd, offset, file_size, &type, &payload, &length);
+        if (got < 0) {
+            return -1;
+        }
+        bool fits = got == 1 && load_record(spool, type, payload, length, offset);
+        free(payload);
+        if (!fits) {
+            break;
+        }
+        offset += RECORD_PREFIX_BYTES + (uint64_t)length;
+    }
+    spool->size = offset;
+    if (offset < file_size) { /* a torn or damaged tail: drop it, durably */
+        repl_log(&spool->logger, KT_REPL_LOG_WARNING,
+                 "replication log %s: dropped %llu bytes of a torn or damaged tail at offset %llu",
+                 spool->path, (unsigned long long)(file_size - offset),
+                 (unsigned long long)offset);
+        if (ftruncate(spool->fd, (off_t)offset) != 0 || fdatasync(spool->fd) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int open_file(repl_spool *spool, char *error, size_t error_size)
+{
+    spool->fd = open(spool->path, O_RDWR | O_CLOEXEC);
+    struct stat status;
+    if (spool->fd < 0 || fstat(spool->fd, &status) != 0) {
+        repl_error(error, error_size, "cannot open the replication log %s: %m", spool->path);
+        return -1;
+    }
+    uint64_t offset = 0;
+    spool->count = 0;
+    if (load_header(spool, (uint64_t)status.st_size, &offset) != 0) {
+        repl_error(error, error_size,
+                   "the replication log %s has no valid header; move it away and re-run "
+                   "`ktadmin init-slave`",
+                   spool->path);
+        return -1;
+    }
+    if (load_records(spool, (uint64_t)status.st_size, offset) != 0) {
+        repl_error(error, error_size, "cannot read the replication log %s: %m", spool->path);
+        return -1;
+    }
+    return 0;
+}
+
+int repl_spool_open(repl_spool **out, const char *path, const kt_repl_position *genesis,
+                    const repl_wal_cursor *genesis_origin, const repl_logger *logger,
+                    char *error, size_t error_size)
+{
+    *out = NULL;
+    repl_spool *spool = calloc(1, sizeof *spool);
+    if (spool == NULL || (spool->path = repl_string_copy(path)) == NULL) {
+        free(spool);
+        repl_error(error, error_size, "out of memory opening the replication log");
+        return -1;
+    }
+    spool->fd = -1;
+    spool->logger = *logger;
+    if (pthread_mutex_init(&spool->lock, NULL) != 0) {
+        free(spool->path);
+        free(spool);
+        repl_error(error, error_size, "cannot create a mutex");
+        return -1;
+    }
+    if (access(path, F_OK) != 0) {
+        repl_wal_cursor none = {0};
+        if (genesis == NULL) {
+            repl_error(error, error_size, "there is no replication log %s", path);
+            repl_spool_close(spool);
+            return -1;
+        }
+        if (create_file(path, genesis, genesis_origin ? genesis_origin : &none) != 0) {
+            repl_error(error, error_size, "cannot create the replication log %s: %m", path);
+            repl_spool_close(spool);
+            return -1;
+        }
+    }
+    if (open_file(spool, error, error_size) != 0) {
+        repl_spool_close(spool);
+        return -1;
+    }
+    *out = spool;
+    return 0;
+}
+
+void repl_spool_close(repl_spool *spool)
+{
+    if (spool == NULL) {
+        return;
+    }
+    if (spool->fd >= 0) {
+        (void)close(spool->fd);
+    }
+    (void)pthread_mutex_destroy(&spool->lock);
+    free(spool->items);
+    free(spool->path);
+    free(spool);
+}
+
+/* ---- queries -------------------------------------------------------------------------------- */
+
+kt_repl_position repl_spool_base(repl_spool *spool)
+{
+    (void)pthread_mutex_lock(&spool->lock);
+    kt_repl_position base = spool->base;
+    (void)pthread_mutex_unlock(&spool->lock);
+    return base;
+}
+
+kt_repl_position repl_spool_tip(repl_spool *spool)
+{
+    (void)pthread_mutex_lock(&spool->lock);
+    kt_repl_position tip = tip_locked(spool);
+    (void)pthread_mutex_unlock(&spool->lock);
+    return tip;
+}
+
+repl_wal_cursor repl_spool_tip_origin(repl_spool *spool)
+{
+    (void)pthread_mutex_lock(&spool->lock);
+    repl_wal_cursor origin =
+        spool->count ? spool->items[spool->count - 1].origin : spool->base_origin;
+    (void)pthread_mutex_unlock(&spool->lock);
+    return origin;
+}
+
+uint64_t repl_spool_confirmed(repl_spool *spool)
+{
+    (void)pthread_mutex_lock(&spool->lock);
+    uint64_t confirmed = spool->confirmed;
+    (void)pthread_mutex_unlock(&spool->lock);
+    return confirmed;
+}
+
+uint64_t repl_spool_bytes(repl_spool *spool)
+{
+    (void)pthread_mutex_lock(&spool->lock);
+    uint64_t size = spool->size;
+    (void)pthread_mutex_unlock(&spool->lock);
+    return size;
+}
+
+int64_t repl_spool_entry_time(repl_spool *spool, uint64_t txid)
+{
+    (void)pthread_mutex_lock(&spool->lock);
+    const spool_item *item = item_at(spool, txid);
+    int64_t time_ms = item ? item->time_ms : 0;
+    (void)pthread_mutex_unlock(&spool->lock);
+    return time_ms;
+}
+
+bool repl_spool_position_at(repl_spool *spool, uint64_t txid, kt_repl_position *position)
+{
+    bool found = false;
+    (void)pthread_mutex_lock(&spool->lock);
+    if (txid == spool->base.txid) {
+        *position = spool->base;
+        found = true;
+    } else {
+        const spool_item *item = item_at(spool, txid);
+        if (item != NULL) {
+            position->epoch = item->epoch;
+            position->txid = item->txid;
+            memcpy(position->hash, item->hash, KT_HASH_BYTES);
+            found = true;
+        }
+    }
+    (void)pthread_mutex_unlock(&spool->lock);
+    return found;
+}
+
+uint64_t repl_spool_retention_point(repl_spool *spool, uint64_t retain_bytes)
+{
+    (void)pthread_mutex_lock(&spool->lock);
+    uint64_t kept = 0;
+    size_t index = spool->count;
+    while (index > 0 && kept + spool->items[index - 1].length <= retain_bytes) {
+        kept += spool->items[index - 1].length;
+        index--;
+    }
+    uint64_t keep_from = spool->base.txid + 1 + index;
+    (void)pthread_mutex_unlock(&spool->lock);
+    return keep_from;
+}
+
+/* ---- changes -------------------------------------------------------------------------------- */
+
+/* Writes encoded records at the end; on failure cuts the file back so no partial record stays. */
+static int append_bytes(repl_spool *spool, const repl_buffer *buffer, bool sync)
+{
+    if (buffer->failed) {
+        errno = ENOMEM;
+        return -1;
+    }
+    if (repl_pwrite_all(spool->fd, buffer->data, buffer->length, spool->size) != 0 ||
+        (sync && fdatasync(spool->fd) != 0)) {
+        int saved = errno;
+        if (ftruncate(spool->fd, (off_t)spool->size) != 0) {
+            repl_log(&spool->logger, KT_REPL_LOG_ERROR,
+                     "replication log %s: cannot cut back a failed append: %m", spool->path);
+        }
+        errno = saved;
+        return -1;
+    }
+    spool->size += buffer->length;
+    return 0;
+}
+
+int repl_spool_append(repl_spool *spool, const repl_entry *entry, bool sync)
+{
+    repl_buffer buffer = {0};
+    size_t start = buffer.length;
+    record_begin(&buffer, RECORD_ENTRY);
+    repl_entry_encode(&buffer, entry);
+    record_finish(&buffer, start);
+    int result = -1;
+    (void)pthread_mutex_lock(&spool->lock);
+    if (!entry_follows(spool, entry)) {
+        errno = EINVAL;
+    } else {
+        uint64_t offset = spool->size;
+        if (append_bytes(spool, &buffer, sync) == 0 &&
+            index_add(spool, entry, offset, buffer.length) == 0) {
+            result = 0;
+        }
+    }
+    (void)pthread_mutex_unlock(&spool->lock);
+    repl_buffer_free(&buffer);
+    return result;
+}
+
+int repl_spool_confirm(repl_spool *spool, uint64_t txid, const unsigned char *hash)
+{
+    int result = -1;
+    (void)pthread_mutex_lock(&spool->lock);
+    const spool_item *item = item_at(spool, txid);
+    if (txid <= spool->confirmed) {
+        result = 0; /* already known */
+    } else if (item != NULL && memcmp(item->hash, hash, KT_HASH_BYTES) == 0) {
+        repl_buffer buffer = {0};
+        encode_confirm_record(&buffer, txid, hash);
+        result = append_bytes(spool, &buffer, false);
+        repl_buffer_free(&buffer);
+        if (result == 0) {
+            spool->confirmed = txid;
+        }
+    } else {
+        errno = EINVAL;
+    }
+    (void)pthread_mutex_unlock(&spool->lock);
+    return result;
+}
+
+int repl_spool_sync(repl_spool *spool)
+{
+    (void)pthread_mutex_lock(&spool->lock);
+    int result = fdatasync(spool->fd);
+    (void)pthread_mutex_unlock(&spool->lock);
+    return result;
+}
+
+int repl_spool_truncate_after(repl_spool *spool, uint64_t txid)
+{
+    int result = 0;
+    (void)pthread_mutex_lock(&spool->lock);
+    const spool_item *first_dropped = item_at(spool, txid + 1);
+    if (txid < spool->confirmed || txid < spool->base.txid) {
+        errno = EINVAL;
+        result = -1;
+    } else if (first_dropped != NULL) {
+        uint64_t size = first_dropped->offset;
+        /* CONFIRM records behind the cut are lost with it: write the confirmation again. */
+        repl_buffer buffer = {0};
+        const spool_item *confirmed = item_at(spool, spool->confirmed);
+        if (confirmed != NULL) {
+            encode_confirm_record(&buffer, confirmed->txid, confirmed->hash);
+        }
+        if (ftruncate(spool->fd, (off_t)size) != 0) {
+            result = -1;
+        } else {
+            spool->size = size;
+            spool->count = (size_t)(txid - spool->base.txid);
+            result = buffer.length ? append_bytes(spool, &buffer, true) : fdatasync(spool->fd);
+        }
+        repl_buffer_free(&buffer);
+    }
+    (void)pthread_mutex_unlock(&spool->lock);
+    return result;
+}
+
+int repl_spool_read(repl_spool *spool, uint64_t txid, repl_entry *entry)
+{
+    memset(entry, 0, sizeof *entry);
+    (void)pthread_mutex_lock(&spool->lock);
+    const spool_item *item = item_at(spool, txid);
+    int result = -1;
+    if (item != NULL) {
+        uint32_t type = 0, length = 0;
+        unsigned char *payload = NULL;
+        if (read_record(spool->fd, item->offset, spool->size, &type, &payload, &length) == 1) {
+            repl_reader reader;
+            repl_reader_init(&reader, payload, length);
+            if (type == RECORD_ENTRY && repl_entry_decode(&reader, entry) == 0 &&
+                entry->txid == txid) {
+                entry->owned = payload;
+                result = 0;
+            } else {
+                free(payload);
+                memset(entry, 0, sizeof *entry);
+            }
+        }
+    }
+    (void)pthread_mutex_unlock(&spool->lock);
+    return result;
+}
+
+/* Replaces the file with `buffer` (temporary file, fsync, rename) and reopens it. */
+static int replace_file(repl_spool *spool, const repl_buffer *buffer)
+{
+    if (buffer->failed) {
+        errno = ENOMEM;
+        return -1;
+    }
+    if (repl_write_file_atomic(spool->path, buffer->data, buffer->length) != 0) {
+        return -1;
+    }
+    int fd = open(spool->path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        return -1;
+    }
+    (void)close(spool->fd);
+    spool->fd = fd;
+    spool->size = buffer->length;
+    return 0;
+}
+
+int repl_spool_reset(repl_spool *spool, const kt_repl_position *base,
+                     const repl_wal_cursor *base_origin)
+{
+    repl_buffer buffer = {0};
+    repl_wal_cursor none = {0};
+    encode_header_record(&buffer, base, base_origin ? base_origin : &none);
+    (void)pthread_mutex_lock(&spool->lock);
+    int result = replace_file(spool, &buffer);
+    if (result == 0) {
+        spool->base = *base;
+        spool->base_origin = base_origin ? *base_origin : none;
+        spool->count = 0;
+        spool->confirmed = base->txid;
+    }
+    (void)pthread_mutex_unlock(&spool->lock);
+    repl_buffer_free(&buffer);
+    return result;
+}
+
+/* Copies the records of the entries from `keep_from` on, and the confirmation, into `buffer`;
+ * offsets[i] is where the i-th copied record lands. */
+static int copy_retained(repl_spool *spool, uint64_t keep_from, repl_buffer *buffer,
+                         uint64_t *offsets)
+{
+    uint64_t tip = tip_locked(spool).txid;
+    for (uint64_t txid = keep_from; txid <= tip; txid++) {
+        const spool_item *item = item_at(spool, txid);
+        unsigned char *raw = malloc(item->length);
+        if (raw == NULL) {
+            return -1;
+        }
+        offsets[txid - keep_from] = buffer->length;
+        long got = repl_pread_full(spool->fd, raw, item->length, item->offset);
+        repl_buffer_put(buffer, raw, item->length);
+        free(raw);
+        if (got != (long)item->length || buffer->failed) {
+            return -1;
+        }
+    }
+    const spool_item *confirmed = item_at(spool, spool->confirmed);
+    if (confirmed != NULL && spool->confirmed >= keep_from) {
+        encode_confirm_record(buffer, confirmed->txid, confirmed->hash);
+    }
+    return buffer->failed ? -1 : 0;
+}
+
+int repl_spool_compact(repl_spool *spool, uint64_t keep_from)
+{
+    int result = 0;
+    (void)pthread_mutex_lock(&spool->lock);
+    const spool_item *new_base = item_at(spool, keep_from - 1);
+    if (keep_from > spool->base.txid + 1 && new_base != NULL) {
+        kt_repl_position base = {new_base->epoch, new_base->txid, {0}};
+        memcpy(base.hash, new_base->hash, KT_HASH_BYTES);
+        repl_wal_cursor origin = new_base->origin;
+        size_t dropped = (size_t)(keep_from - spool->base.txid - 1);
+        size_t kept = spool->count - dropped;
+        uint64_t *offsets = malloc((kept ? kept : 1) * sizeof *offsets);
+        repl_buffer buffer = {0};
+        encode_header_record(&buffer, &base, &origin);
+        result = offsets ? copy_retained(spool, keep_from, &buffer, offsets) : -1;
+        if (result == 0) {
+            result = replace_file(spool, &buffer);
+        }
+        if (result == 0) {
+            memmove(spool->items, spool->items + dropped, kept * sizeof *spool->items);
+            spool->count = kept;
+            for (size_t index = 0; index < kept; index++) {
+                spool->items[index].offset = offsets[index];
+            }
+            spool->base = base;
+            spool->base_origin = origin;
+            if (spool->confirmed < base.txid) {
+                spool->confirmed = base.txid;
+            }
+        }
+        free(offsets);
+        repl_buffer_free(&buffer);
+    }
+    (void)pthread_mutex_unlock(&spool->lock);
+    return result;
+}

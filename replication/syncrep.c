@@ -1,0 +1,289 @@
+/*
+ * syncrep.c — the commit path, run inside the writer's xSync of the -wal (vfs_capture.c); the
+ * counterpart of PostgreSQL's syncrep.c.
+ *
+ * Synchronous mode (active, after `ktadmin enable-synchronous-replication`)
+ *   1. Wait, at most until the commit's deadline (ack_timeout_ms from its start), for the passive
+ *      to be in_sync and to have acknowledged everything committed before. No passive connected
+ *      at all: refuse at once.
+ *   2. Give the encoded transaction to the stream session (the "in-flight" slot) and wake it.
+ *   3. Sync the -wal locally while the transaction travels.
+ *   4. Wait for the passive's acknowledgement (spooled and fsynced there), its refusal, the loss
+ *      of the link, or the deadline.
+ *   5. Append the transaction to the log, fdatasynced, and only then return OK: the commit then
+ *      becomes visible. The session sends the confirmation right after.
+ * Asynchronous mode and standalone nodes: sync locally, append to the log, return OK; the
+ * session streams from the log afterwards (the passive may lag; nothing waits for it).
+ *
+ * What a failure means (the classifier, replication.c, reports it to storage/)
+ *   REFUSED        the passive cannot have it: never handed to the session, or the passive
+ *                  refused it (NACK), or no passive was in sync before the deadline.
+ *   INDETERMINATE  it may have reached the passive (the session started writing it) but no
+ *                  acknowledgement came: ack lost, link lost, local failure after sending.
+ *                  The link is then reset; at the next handshake the passive drops it unless the
+ *                  active's log has the same transaction (guarantee 4 in replication.h).
+ *   FULL           the passive's disk (NACK) or the log's disk is full.
+ * In every failure vfs_capture.c cuts the transaction out of the -wal before COMMIT returns, and
+ * the log never holds it, so after any crash it does not come back on the active either.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "replication/internal.h"
+
+static void inflight_clear(repl_inflight *inflight)
+{
+    free(inflight->message);
+    memset(inflight, 0, sizeof *inflight);
+}
+
+/* Holds repl->mutex. True once the passive holds everything before `tip` and is in sync. */
+static bool wait_in_sync(kt_repl *repl, const kt_repl_position *tip,
+                         const struct timespec *deadline, const char **why)
+{
+    for (;;) {
+        if (repl->stopping) {
+            *why = "replication is stopping";
+            return false;
+        }
+        if (repl->state == REPL_STATE_FENCED) {
+            *why = "this node is fenced: a node with a newer epoch exists";
+            return false;
+        }
+        if (repl->state == REPL_STATE_WAITING) {
+            *why = "the passive is not connected";
+            return false;
+        }
+        if (repl->state == REPL_STATE_IN_SYNC && repl->peer_acked.txid == tip->txid &&
+            repl->link != NULL) {
+            return true;
+        }
+        if (!repl_wait_until(&repl->changed, &repl->mutex, deadline)) {
+            *why = "the passive did not catch up in time";
+            return false;
+        }
+    }
+}
+
+/* Holds repl->mutex. Waits for the in-flight transaction's fate; returns the failure, or
+ * KT_STORE_OK once acknowledged. */
+static kt_store_status wait_acknowledged(kt_repl *repl, const struct timespec *deadline,
+                                         const char **why)
+{
+    repl_inflight *inflight = &repl->inflight;
+    for (;;) {
+        if (inflight->acknowledged) {
+            return KT_STORE_OK;
+        }
+        if (inflight->refused) {
+            *why = inflight->nack_reason == REPL_NACK_FULL ? "the passive's disk is full"
+                                                           : "the passive refused it";
+            return inflight->nack_reason == REPL_NACK_FULL ? KT_STORE_FULL : KT_STORE_REFUSED;
+        }
+        if (inflight->link_lost || repl->stopping) {
+            *why = "the link to the passive was lost";
+            return inflight->maybe_sent ? KT_STORE_INDETERMINATE : KT_STORE_REFUSED;
+        }
+        if (!repl_wait_until(&repl->changed, &repl->mutex, deadline)) {
+            *why = "the passive did not acknowledge in time";
+            return inflight->maybe_sent ? KT_STORE_INDETERMINATE : KT_STORE_REFUSED;
+        }
+    }
+}
+
+/* Holds repl->mutex. Ends the in-flight slot after a failure; a transaction that may have
+ * reached the passive resets the link, so the next handshake settles it. */
+static void abandon_inflight(kt_repl *repl)
+{
+    if (repl->inflight.maybe_sent && repl->link != NULL) {
+        repl->link_generation = 0; /* the session notices and closes */
+        repl_walsender_wake(repl);
+    }
+    inflight_clear(&repl->inflight);
+}
+
+static int queue_inflight(kt_repl *repl, const repl_entry *entry)
+{
+    repl_buffer message = {0};
+    repl_msg_tx tx = {false, *entry};
+    repl_encode_tx(&message, &tx);
+    if (message.failed) {
+        repl_buffer_free(&message);
+        return -1;
+    }
+    inflight_clear(&repl->inflight);
+    repl->inflight.active = true;
+    repl->inflight.txid = entry->txid;
+    memcpy(repl->inflight.hash, entry->hash, KT_HASH_BYTES);
+    repl->inflight.message = message.data;
+    repl->inflight.message_length = message.length;
+    repl_walsender_wake(repl);
+    return 0;
+}
+
+static void build_entry(kt_repl *repl, const repl_frames *frames, const repl_wal_cursor *end,
+                        repl_entry *entry)
+{
+    kt_repl_position tip = repl_spool_tip(repl->spool);
+    memset(entry, 0, sizeof *entry);
+    entry->epoch = repl->epoch;
+    entry->txid = tip.txid + 1;
+    memcpy(entry->prev, tip.hash, KT_HASH_BYTES);
+    entry->page_size = frames->page_size;
+    entry->db_size = frames->db_size;
+    entry->frame_count = frames->count;
+    entry->frames = frames->data;
+    entry->frames_length = frames->length;
+    entry->origin = *end;
+    repl_chain_hash(entry, entry->hash);
+}
+
+static void maybe_compact(kt_repl *repl)
+{
+    if (repl_spool_bytes(repl->spool) <= 2 * repl->retain_bytes) {
+        return;
+    }
+    uint64_t keep_from = repl_spool_retention_point(repl->spool, repl->retain_bytes);
+    if (repl_spool_compact(repl->spool, keep_from) != 0) {
+        repl_log(&repl->logger, KT_REPL_LOG_WARNING, "replication: compacting the log failed: %m");
+    }
+}
+
+/* The log append that makes a transaction committed; returns 0 or the failure's outcome. */
+static kt_store_status append_to_log(kt_repl *repl, const repl_entry *entry, bool synchronous)
+{
+    if (repl_spool_append(repl->spool, entry, true) == 0) {
+        return KT_STORE_OK;
+    }
+    bool full = errno == ENOSPC || errno == EDQUOT;
+    repl_log(&repl->logger, KT_REPL_LOG_ERROR,
+             "replication: cannot append transaction %llu to the log: %m",
+             (unsigned long long)entry->txid);
+    if (synchronous) {
+        return KT_STORE_INDETERMINATE; /* the passive holds it, unconfirmed */
+    }
+    return full ? KT_STORE_FULL : KT_STORE_REFUSED;
+}
+
+int repl_syncrep_commit(kt_repl *repl, repl_frames *frames, const repl_wal_cursor *end,
+                        repl_local_sync_function local_sync, void *sync_context,
+                        kt_store_status *outcome)
+{
+    struct timespec deadline;
+    repl_deadline(&deadline, repl->ack_timeout_ms);
+    const char *why = NULL;
+    repl_entry entry;
+
+    (void)pthread_mutex_lock(&repl->mutex);
+    repl->have_outcome = false;
+    bool synchronous = repl->role == KT_REPL_ACTIVE && repl->synchronous;
+    build_entry(repl, frames, end, &entry);
+    kt_repl_position tip = repl_spool_tip(repl->spool);
+    if (repl->state == REPL_STATE_FENCED) {
+        why = "this node is fenced: a node with a newer epoch exists";
+        *outcome = KT_STORE_REFUSED;
+    } else if (synchronous && !wait_in_sync(repl, &tip, &deadline, &why)) {
+        *outcome = KT_STORE_REFUSED;
+    } else if (synchronous && queue_inflight(repl, &entry) != 0) {
+        why = "out of memory";
+        *outcome = KT_STORE_REFUSED;
+    }
+    (void)pthread_mutex_unlock(&repl->mutex);
+    if (why != NULL) {
+        repl_log(&repl->logger, KT_REPL_LOG_WARNING,
+                 "replication: write refused: %s", why);
+        return SQLITE_IOERR_FSYNC;
+    }
+
+    int rc = local_sync(sync_context);
+
+    (void)pthread_mutex_lock(&repl->mutex);
+    kt_store_status fate = KT_STORE_OK;
+    if (rc != SQLITE_OK) {
+        why = "the local -wal sync failed";
+        fate = repl->inflight.maybe_sent ? KT_STORE_INDETERMINATE
+                                         : (rc & 0xff) == SQLITE_FULL ? KT_STORE_FULL
+                                                                      : KT_STORE_REFUSED;
+    } else if (synchronous) {
+        fate = wait_acknowledged(repl, &deadline, &why);
+    }
+    if (fate != KT_STORE_OK) {
+        if (synchronous) {
+            abandon_inflight(repl);
+        }
+        (void)pthread_mutex_unlock(&repl->mutex);
+        repl_log(&repl->logger, KT_REPL_LOG_WARNING,
+                 "replication: transaction %llu %s: %s", (unsigned long long)entry.txid,
+                 fate == KT_STORE_INDETERMINATE ? "is indeterminate" : "was refused", why);
+        *outcome = fate;
+        return rc != SQLITE_OK ? rc : SQLITE_IOERR_FSYNC;
+    }
+    (void)pthread_mutex_unlock(&repl->mutex);
+
+    fate = append_to_log(repl, &entry, synchronous);
+
+    (void)pthread_mutex_lock(&repl->mutex);
+    if (fate != KT_STORE_OK) {
+        repl->inflight.maybe_sent = repl->inflight.maybe_sent || synchronous;
+        abandon_inflight(repl);
+        (void)pthread_mutex_unlock(&repl->mutex);
+        *outcome = fate;
+        return SQLITE_IOERR_FSYNC;
+    }
+    inflight_clear(&repl->inflight);
+    repl_walsender_wake(repl); /* confirm it, or stream it (asynchronous) */
+    (void)pthread_cond_broadcast(&repl->changed);
+    (void)pthread_mutex_unlock(&repl->mutex);
+    maybe_compact(repl);
+    return SQLITE_OK;
+}
+
+void repl_syncrep_acknowledged(kt_repl *repl, const kt_repl_position *acked)
+{
+    repl_inflight *inflight = &repl->inflight;
+    if (inflight->active && acked->txid == inflight->txid &&
+        memcmp(acked->hash, inflight->hash, KT_HASH_BYTES) == 0) {
+        inflight->acknowledged = true;
+        (void)pthread_cond_broadcast(&repl->changed);
+    }
+}
+
+void repl_syncrep_refused(kt_repl *repl, uint64_t txid, uint8_t reason)
+{
+    repl_inflight *inflight = &repl->inflight;
+    if (inflight->active && txid == inflight->txid) {
+        inflight->refused = true;
+        inflight->nack_reason = reason;
+        (void)pthread_cond_broadcast(&repl->changed);
+    }
+}
+
+void repl_syncrep_link_lost(kt_repl *repl)
+{
+    if (repl->inflight.active) {
+        repl->inflight.link_lost = true;
+    }
+    (void)pthread_cond_broadcast(&repl->changed);
+}
+
+bool repl_syncrep_writable(kt_repl *repl, char *reason, size_t reason_size)
+{
+    const char *why = NULL;
+    if (repl->role == KT_REPL_PASSIVE) {
+        why = "this node is the passive";
+    } else if (repl->stopping) {
+        why = "replication is stopping";
+    } else if (repl->state == REPL_STATE_FENCED) {
+        why = "fenced: a node with a newer epoch exists";
+    } else if (repl->role == KT_REPL_ACTIVE && repl->synchronous) {
+        if (repl->state == REPL_STATE_WAITING) {
+            why = "the passive is not connected";
+        } else if (repl->state != REPL_STATE_IN_SYNC) {
+            why = "the passive is not in sync yet";
+        }
+    }
+    (void)snprintf(reason, reason_size, "%s", why ? why : "");
+    return why == NULL;
+}
