@@ -265,8 +265,9 @@ static int start_service(kt_db_service *service, kt_admin_server *server, const 
     *pid_written = true; /* from here on the pid file is ours to remove */
     if (kt_replication_glue_start(&service->replication, &service->settings, &service->paths,
                                   error, sizeof error) != 0 ||
-        kt_writer_start(&service->writer, service->database_path, service->replication, error,
-                        sizeof error) != 0 ||
+        (kt_replication_glue_runs_writer(service->replication) &&
+         kt_writer_start(&service->writer, service->database_path, service->replication, error,
+                         sizeof error) != 0) ||
         kt_admin_server_start(server, error, sizeof error) != 0) {
         kt_log(KT_LOG_ERROR, "%s", error);
         return -1;

@@ -440,6 +440,23 @@ static json_t *deposit_purge(kt_db_session *session, const json_t *request)
     return kt_response_ok();
 }
 
+/* ---- replication -------------------------------------------------------------------------- */
+
+/* `ktadmin enable-synchronous-replication`: ktadmin has already saved it in keytrustee-db.conf. */
+static json_t *replication_set_synchronous(kt_db_session *session, const json_t *request)
+{
+    const json_t *value = json_object_get(request, "synchronous");
+    if (!json_is_boolean(value))
+        return kt_response_error("bad_request", "\"synchronous\" must be true or false");
+    if (session->service->settings.role != KT_ROLE_ACTIVE)
+        return kt_response_error("bad_request",
+                                 "this node is %s: synchronous replication is set on the active",
+                                 kt_db_role_name(session->service->settings.role));
+    session->service->settings.synchronous = json_is_true(value);
+    kt_replication_glue_set_synchronous(session->service->replication, json_is_true(value));
+    return kt_response_ok();
+}
+
 /* ---- dispatch --------------------------------------------------------------------------------- */
 
 typedef struct kt_operation {
@@ -465,6 +482,7 @@ static const kt_operation operations[] = {
     {"deposit.list", deposit_list, FIELDS("client", "search")},
     {"deposit.set_state", deposit_set_state, FIELDS("client", "uuid", "state")},
     {"deposit.purge", deposit_purge, FIELDS("client", "uuid")},
+    {"replication.set_synchronous", replication_set_synchronous, FIELDS("synchronous")},
 };
 
 static const kt_operation *find_operation(const char *name)

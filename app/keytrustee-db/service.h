@@ -64,6 +64,10 @@ void kt_replication_glue_attach_writer(kt_replication_glue *glue, kt_store *writ
  * ("passive", "write_unavailable") and *message a sentence for the client. */
 bool kt_replication_glue_writable(const kt_replication_glue *glue, const char **reason,
                                   const char **message);
+/* A passive runs no writer: replication/ applies what the active ships. */
+bool kt_replication_glue_runs_writer(const kt_replication_glue *glue);
+/* `ktadmin enable-synchronous-replication` at run time. */
+void kt_replication_glue_set_synchronous(kt_replication_glue *glue, bool synchronous);
 /* The "replication" object of the status op; NULL when memory is short. */
 json_t *kt_replication_glue_status(const kt_replication_glue *glue);
 void kt_replication_glue_stop(kt_replication_glue *glue); /* NULL allowed */

@@ -148,6 +148,21 @@ static int check_preconditions(const db_files *files)
     return database == 0 ? 0 : -1;
 }
 
+/* keytrustee.conf's listen address, or every address when it names none. */
+static const char *listen_address(const db_files *files)
+{
+    static char address[256];
+    char path[PATH_MAX], error[PATH_MAX + 256];
+    kt_config *config = NULL;
+    snprintf(address, sizeof address, "0.0.0.0");
+    if (kt_path_join(path, sizeof path, files->paths.confdir, KT_CONF_FILE) == 0 &&
+        kt_config_load(path, true, &config, error, sizeof error) == 0) {
+        snprintf(address, sizeof address, "%s", kt_config_get(config, "listen", "0.0.0.0"));
+        kt_config_free(config);
+    }
+    return address;
+}
+
 static int write_db_conf(const db_files *files, const db_options *options)
 {
     kt_config *config = kt_config_new();
@@ -160,6 +175,8 @@ static int write_db_conf(const db_files *files, const db_options *options)
     if (options->slave != NULL)
         failed |= kt_config_set(config, "slave", options->slave);
     failed |= kt_config_set(config, "replication_port", port);
+    /* The replication port listens where the HTTPS port does (keytrustee.conf's listen). */
+    failed |= kt_config_set(config, "replication_listen", listen_address(files));
     failed |= kt_config_set(config, "synchronous", "no");
     char error[PATH_MAX + 256];
     if (failed != 0) {

@@ -4,7 +4,9 @@
  *
  * ktadmin is the operator's tool for setting up a Key Trustee Server node: `init` creates the
  * server's key material, TLS certificate and keytrustee.conf; `db --bootstrap` creates the database
- * before keytrustee-db first runs; `status` asks keytrustee-db how the node is doing. Each command
+ * before keytrustee-db first runs; `init-slave` copies the active's database to make this host the
+ * passive; `enable-synchronous-replication` turns on synchronous commits on the active; `status`
+ * asks keytrustee-db how the node is doing. Each command
  * lives in its own file and is reached through the table in main.c.
  */
 #ifndef KT_KTADMIN_H
@@ -33,6 +35,8 @@ typedef int (*ktadmin_command_function)(ktadmin_context *context, int argc, char
 int ktadmin_init(ktadmin_context *context, int argc, char **argv);
 int ktadmin_db(ktadmin_context *context, int argc, char **argv);
 int ktadmin_status(ktadmin_context *context, int argc, char **argv);
+int ktadmin_init_slave(ktadmin_context *context, int argc, char **argv);
+int ktadmin_enable_synchronous_replication(ktadmin_context *context, int argc, char **argv);
 
 /* ---- Command-line helpers (main.c) ----------------------------------------------------------- */
 

@@ -19,6 +19,10 @@ static const char usage_text[] =
     "        create the server key, the TLS certificate and keytrustee.conf (keeps what exists)\n"
     "  db --bootstrap [--port N] [--pg-rootdir DIR] [--slave HOST]\n"
     "        create the database and keytrustee-db.conf, before keytrustee-db first starts\n"
+    "  init-slave --master HOST [--pg-port N] [--pg-rootdir DIR] [--no-import-key] [--no-start]\n"
+    "        make this host the passive: copy the active's database into an empty directory\n"
+    "  enable-synchronous-replication [--pg-rootdir DIR]\n"
+    "        on the active: answer writes only once they are on the passive's disk too\n"
     "  status [--json]\n"
     "        ask keytrustee-db for this node's role, health and replication state\n"
     "\n"
@@ -40,6 +44,8 @@ static const ktadmin_command commands[] = {
     {"init", ktadmin_init},
     {"db", ktadmin_db},
     {"status", ktadmin_status},
+    {"init-slave", ktadmin_init_slave},
+    {"enable-synchronous-replication", ktadmin_enable_synchronous_replication},
 };
 
 void ktadmin_fail(const char *format, ...)
