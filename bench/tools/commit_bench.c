@@ -1,0 +1,626 @@
+/*
+ * commit_bench.c — durable commits per second: N writer threads, each committing one key row per
+ * transaction, for a fixed time, with every transaction's latency recorded.
+ *
+ *   commit_bench --backend NAME --target WHERE [--writers N] [--seconds S] [--warmup S]
+ *                [--max-per-writer N] [--hang-timeout S] [--option KEY=VALUE]...
+ *   commit_bench --list-backends
+ *
+ * The row is the same shape as the PostgreSQL baseline's (bench/pg_syncrep.sh):
+ *   deposits(uuid text primary key, client text, handle text, created bigint, box blob)
+ * with a random version-4 uuid, a 40-character client fingerprint per writer, a unique handle and a
+ * 100-byte box (about the AEAD box of a small key).
+ *
+ * Timing: the writers open their connections, meet at a barrier, run `--warmup` seconds unrecorded,
+ * then `--seconds` recorded. A transaction is recorded when it starts and ends inside the window;
+ * its latency is CLOCK_MONOTONIC from the first attempt to the acknowledged commit (retries after
+ * SQLITE_BUSY included). Samples go to per-writer arrays, merged and sorted at the end.
+ * ops/s = recorded commits / window length.
+ *
+ * Output: one JSON line on stdout
+ *   {"backend":..,"writers":N,"seconds":S,"commits":C,"ops_per_s":..,"p50_ms":..,"p99_ms":..,
+ *    "p999_ms":..,"max_ms":..,"mean_ms":..,"retries":R,"errors":E,"unfinished_writers":U}
+ * Exit status: 0 ok; 1 a backend failed to open or a commit failed fatally; 2 usage; 3 some writer
+ * was still inside a commit `--hang-timeout` seconds after the window closed (the line is printed
+ * all the same, with unfinished_writers > 0: a hung commit is a result, e.g. for a stopped peer).
+ *
+ * Backends (a table of function pointers; see `bench_backend`):
+ *   sqlite      plain SQLite, WAL, synchronous=FULL, one connection per writer with busy_timeout:
+ *               the single-node, no-replication limit. --target is the database file.
+ *   keytrustee  NOT HERE YET: the lead adds it (see the note at the end of this file).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+/* ---- the backend interface ------------------------------------------------------------------- */
+
+#define BENCH_MAX_OPTIONS 16
+#define BENCH_BOX_BYTES   100u
+#define BENCH_CLIENT_CHARS 40u
+
+typedef struct bench_config {
+    const char *target;   /* backend-specific: a database path, a socket, a confdir... */
+    int writers;
+    const char *option_keys[BENCH_MAX_OPTIONS];
+    const char *option_values[BENCH_MAX_OPTIONS];
+    int option_count;
+} bench_config;
+
+/* The value of --option KEY=VALUE, or `fallback`. */
+static const char *bench_option(const bench_config *config, const char *key, const char *fallback)
+{
+    for (int i = config->option_count - 1; i >= 0; i--)
+        if (strcmp(config->option_keys[i], key) == 0)
+            return config->option_values[i];
+    return fallback;
+}
+
+typedef struct bench_row {
+    char uuid[37];
+    char client[BENCH_CLIENT_CHARS + 1];
+    char handle[64];
+    int64_t created;                     /* unix seconds */
+    unsigned char box[BENCH_BOX_BYTES];
+    size_t box_length;
+} bench_row;
+
+typedef enum bench_put_result {
+    BENCH_PUT_OK = 0,      /* committed durably (and, for a replicated backend, acknowledged) */
+    BENCH_PUT_RETRY = 1,   /* not committed, transient (busy): the same row is tried again */
+    BENCH_PUT_FAILED = 2   /* not committed: counted as an error, the writer goes on */
+} bench_put_result;
+
+typedef struct bench_backend {
+    const char *name;
+    const char *description;
+    /* Once, before any writer: create the schema, check the target. 0 or -1 with `error`. */
+    int (*prepare)(const bench_config *config, char *error, size_t error_size);
+    /* Per writer thread, called on that thread: its own connection. NULL with `error`. */
+    void *(*open)(const bench_config *config, int writer, char *error, size_t error_size);
+    /* One transaction committing exactly `row`. */
+    bench_put_result (*put)(void *connection, const bench_row *row, char *error, size_t error_size);
+    void (*close)(void *connection);
+    /* What is measured, for the report: e.g. "sqlite 3.40.1". */
+    const char *(*version)(void);
+} bench_backend;
+
+/* ---- backend: sqlite ------------------------------------------------------------------------- */
+
+static const char sqlite_schema[] =
+    "CREATE TABLE IF NOT EXISTS deposits(uuid TEXT PRIMARY KEY, client TEXT NOT NULL, "
+    "handle TEXT NOT NULL, created INTEGER NOT NULL, box BLOB NOT NULL)";
+
+typedef struct sqlite_connection {
+    sqlite3 *db;
+    sqlite3_stmt *insert;
+} sqlite_connection;
+
+static int sqlite_exec(sqlite3 *db, const char *sql, char *error, size_t error_size)
+{
+    char *message = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &message) != SQLITE_OK) {
+        snprintf(error, error_size, "%s: %s", sql, message != NULL ? message : sqlite3_errmsg(db));
+        sqlite3_free(message);
+        return -1;
+    }
+    return 0;
+}
+
+static sqlite3 *sqlite_open_configured(const bench_config *config, char *error, size_t error_size)
+{
+    sqlite3 *db = NULL;
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    if (sqlite3_open_v2(config->target, &db, flags, NULL) != SQLITE_OK) {
+        snprintf(error, error_size, "cannot open %s: %s", config->target,
+                 db != NULL ? sqlite3_errmsg(db) : "out of memory");
+        sqlite3_close(db);
+        return NULL;
+    }
+    char sql[128];
+    snprintf(sql, sizeof sql, "PRAGMA synchronous=%s",
+             bench_option(config, "synchronous", "FULL"));
+    int busy_ms = atoi(bench_option(config, "busy_timeout_ms", "10000"));
+    sqlite3_busy_timeout(db, busy_ms > 0 ? busy_ms : 10000);
+    if (sqlite_exec(db, "PRAGMA journal_mode=WAL", error, error_size) != 0 ||
+        sqlite_exec(db, sql, error, error_size) != 0) {
+        sqlite3_close(db);
+        return NULL;
+    }
+    return db;
+}
+
+static int sqlite_prepare(const bench_config *config, char *error, size_t error_size)
+{
+    sqlite3 *db = sqlite_open_configured(config, error, error_size);
+    if (db == NULL)
+        return -1;
+    int result = sqlite_exec(db, sqlite_schema, error, error_size);
+    sqlite3_close(db);
+    return result;
+}
+
+static void *sqlite_open(const bench_config *config, int writer, char *error, size_t error_size)
+{
+    (void)writer;
+    sqlite_connection *connection = calloc(1, sizeof *connection);
+    if (connection == NULL) {
+        snprintf(error, error_size, "out of memory");
+        return NULL;
+    }
+    connection->db = sqlite_open_configured(config, error, error_size);
+    if (connection->db == NULL) {
+        free(connection);
+        return NULL;
+    }
+    if (sqlite3_prepare_v2(connection->db,
+                           "INSERT INTO deposits(uuid, client, handle, created, box) "
+                           "VALUES (?1, ?2, ?3, ?4, ?5)",
+                           -1, &connection->insert, NULL) != SQLITE_OK) {
+        snprintf(error, error_size, "prepare: %s", sqlite3_errmsg(connection->db));
+        sqlite3_close(connection->db);
+        free(connection);
+        return NULL;
+    }
+    return connection;
+}
+
+static bench_put_result sqlite_put(void *opaque, const bench_row *row, char *error,
+                                   size_t error_size)
+{
+    sqlite_connection *connection = opaque;
+    sqlite3_stmt *insert = connection->insert;
+    sqlite3_bind_text(insert, 1, row->uuid, -1, SQLITE_STATIC);
+    sqlite3_bind_text(insert, 2, row->client, -1, SQLITE_STATIC);
+    sqlite3_bind_text(insert, 3, row->handle, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(insert, 4, row->created);
+    sqlite3_bind_blob(insert, 5, row->box, (int)row->box_length, SQLITE_STATIC);
+    int rc = sqlite3_step(insert);
+    sqlite3_reset(insert);
+    sqlite3_clear_bindings(insert);
+    if (rc == SQLITE_DONE)
+        return BENCH_PUT_OK;
+    if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
+        return BENCH_PUT_RETRY;
+    snprintf(error, error_size, "insert: %s (%d)", sqlite3_errmsg(connection->db), rc);
+    return BENCH_PUT_FAILED;
+}
+
+static void sqlite_close_connection(void *opaque)
+{
+    sqlite_connection *connection = opaque;
+    if (connection == NULL)
+        return;
+    sqlite3_finalize(connection->insert);
+    sqlite3_close(connection->db);
+    free(connection);
+}
+
+static const char *sqlite_version_text(void)
+{
+    static char text[64];
+    snprintf(text, sizeof text, "sqlite %s", sqlite3_libversion());
+    return text;
+}
+
+static const bench_backend sqlite_backend = {
+    .name = "sqlite",
+    .description = "plain SQLite WAL synchronous=FULL, one connection per writer (--target FILE; "
+                   "--option synchronous=FULL|NORMAL, busy_timeout_ms=N)",
+    .prepare = sqlite_prepare,
+    .open = sqlite_open,
+    .put = sqlite_put,
+    .close = sqlite_close_connection,
+    .version = sqlite_version_text,
+};
+
+/* ---- the backend table: add new backends here ------------------------------------------------ */
+
+static const bench_backend *const backends[] = {
+    &sqlite_backend,
+    /* &keytrustee_backend,   <- the replicated store; see the note at the end of this file */
+};
+
+/* ---- the driver ------------------------------------------------------------------------------ */
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+typedef struct shared_state {
+    const bench_backend *backend;
+    const bench_config *config;
+    pthread_barrier_t ready;
+    atomic_bool stop;
+    atomic_uint_fast64_t window_start; /* 0 until the warmup is over */
+    atomic_uint_fast64_t window_end;   /* 0 until the window closes */
+    atomic_bool fatal;
+    size_t max_per_writer;
+} shared_state;
+
+typedef struct writer_state {
+    shared_state *shared;
+    int index;
+    uint64_t *samples; /* latencies in ns */
+    size_t count, capacity;
+    uint64_t retries, errors;
+    bool opened;
+    atomic_bool finished;
+    char error[512];
+    uint64_t rng[2];
+} writer_state;
+
+static uint64_t next_random(uint64_t state[2]) /* xorshift128+ */
+{
+    uint64_t x = state[0];
+    const uint64_t y = state[1];
+    state[0] = y;
+    x ^= x << 23;
+    state[1] = x ^ y ^ (x >> 17) ^ (y >> 26);
+    return state[1] + y;
+}
+
+static void make_uuid(uint64_t state[2], char out[37])
+{
+    unsigned char bytes[16];
+    uint64_t a = next_random(state), b = next_random(state);
+    memcpy(bytes, &a, 8);
+    memcpy(bytes + 8, &b, 8);
+    bytes[6] = (unsigned char)((bytes[6] & 0x0f) | 0x40);
+    bytes[8] = (unsigned char)((bytes[8] & 0x3f) | 0x80);
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[o++] = '-';
+        out[o++] = hex[bytes[i] >> 4];
+        out[o++] = hex[bytes[i] & 15];
+    }
+    out[o] = '\0';
+}
+
+static bool record(writer_state *writer, uint64_t latency)
+{
+    if (writer->count == writer->capacity) {
+        size_t capacity = writer->capacity == 0 ? 65536 : writer->capacity * 2;
+        if (capacity > writer->shared->max_per_writer)
+            capacity = writer->shared->max_per_writer;
+        if (capacity <= writer->count)
+            return false;
+        uint64_t *grown = realloc(writer->samples, capacity * sizeof *grown);
+        if (grown == NULL)
+            return false;
+        writer->samples = grown;
+        writer->capacity = capacity;
+    }
+    writer->samples[writer->count++] = latency;
+    return true;
+}
+
+static void *writer_main(void *argument)
+{
+    writer_state *writer = argument;
+    shared_state *shared = writer->shared;
+    void *connection = shared->backend->open(shared->config, writer->index, writer->error,
+                                             sizeof writer->error);
+    writer->opened = connection != NULL;
+    if (connection == NULL)
+        atomic_store(&shared->fatal, true);
+    pthread_barrier_wait(&shared->ready);
+    if (connection == NULL || atomic_load(&shared->fatal)) {
+        shared->backend->close(connection);
+        atomic_store(&writer->finished, true);
+        return NULL;
+    }
+
+    bench_row row = {.box_length = BENCH_BOX_BYTES};
+    for (unsigned i = 0; i < BENCH_CLIENT_CHARS; i++)
+        row.client[i] = "0123456789ABCDEF"[(next_random(writer->rng) >> 7) & 15];
+    row.client[BENCH_CLIENT_CHARS] = '\0';
+    uint64_t sequence = 0;
+
+    while (!atomic_load_explicit(&shared->stop, memory_order_relaxed)) {
+        make_uuid(writer->rng, row.uuid);
+        snprintf(row.handle, sizeof row.handle, "bench-%.3d-%.12s-%.8" PRIx64, writer->index % 1000,
+                 row.uuid + 24, sequence++ & 0xffffffffu);
+        row.created = (int64_t)time(NULL);
+        for (size_t i = 0; i < BENCH_BOX_BYTES; i += 8) {
+            uint64_t r = next_random(writer->rng);
+            memcpy(row.box + i, &r, BENCH_BOX_BYTES - i < 8 ? BENCH_BOX_BYTES - i : 8);
+        }
+
+        uint64_t start = now_ns();
+        bench_put_result result;
+        while ((result = shared->backend->put(connection, &row, writer->error,
+                                              sizeof writer->error)) == BENCH_PUT_RETRY) {
+            writer->retries++;
+            if (atomic_load_explicit(&shared->stop, memory_order_relaxed))
+                break;
+        }
+        uint64_t end = now_ns();
+        if (result == BENCH_PUT_FAILED) {
+            writer->errors++;
+            continue;
+        }
+        if (result != BENCH_PUT_OK)
+            break; /* retrying when the window closed */
+        uint64_t window_start = atomic_load_explicit(&shared->window_start, memory_order_relaxed);
+        uint64_t window_end = atomic_load_explicit(&shared->window_end, memory_order_relaxed);
+        if (window_start != 0 && start >= window_start && (window_end == 0 || end <= window_end)) {
+            if (!record(writer, end - start))
+                break; /* --max-per-writer reached */
+        }
+    }
+    shared->backend->close(connection);
+    atomic_store(&writer->finished, true);
+    return NULL;
+}
+
+static int compare_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Nearest-rank percentile of a sorted array (the same rule as bench/benchlib.py). */
+static double percentile_ms(const uint64_t *sorted, size_t n, double p)
+{
+    if (n == 0)
+        return 0.0;
+    size_t rank = (size_t)((p / 100.0) * (double)n + 0.999999999);
+    if (rank < 1)
+        rank = 1;
+    if (rank > n)
+        rank = n;
+    return (double)sorted[rank - 1] / 1e6;
+}
+
+static void sleep_seconds(double seconds)
+{
+    struct timespec ts = {.tv_sec = (time_t)seconds,
+                          .tv_nsec = (long)((seconds - (double)(time_t)seconds) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static double parse_number(const char *text, const char *what, double low, double high)
+{
+    char *end = NULL;
+    errno = 0;
+    double value = strtod(text, &end);
+    if (errno != 0 || end == text || *end != '\0' || value < low || value > high) {
+        fprintf(stderr, "commit_bench: %s must be a number in [%g, %g], not '%s'\n", what, low,
+                high, text);
+        exit(2);
+    }
+    return value;
+}
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: commit_bench --backend NAME --target WHERE [--writers N] [--seconds S]\n"
+            "                    [--warmup S] [--max-per-writer N] [--hang-timeout S]\n"
+            "                    [--option KEY=VALUE]...\n"
+            "       commit_bench --list-backends\n");
+}
+
+int main(int argc, char **argv)
+{
+    bench_config config = {.writers = 1};
+    const char *backend_name = NULL;
+    double seconds = 5.0, warmup = 0.5, hang_timeout = 10.0;
+    size_t max_per_writer = 20u * 1000u * 1000u;
+
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        const char *value = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(arg, "--list-backends") == 0) {
+            for (size_t b = 0; b < sizeof backends / sizeof backends[0]; b++)
+                printf("%s\t%s\n", backends[b]->name, backends[b]->description);
+            return 0;
+        }
+        if (value == NULL) {
+            usage();
+            return 2;
+        }
+        i++;
+        if (strcmp(arg, "--backend") == 0)
+            backend_name = value;
+        else if (strcmp(arg, "--target") == 0)
+            config.target = value;
+        else if (strcmp(arg, "--writers") == 0)
+            config.writers = (int)parse_number(value, "--writers", 1, 1024);
+        else if (strcmp(arg, "--seconds") == 0)
+            seconds = parse_number(value, "--seconds", 0.1, 3600);
+        else if (strcmp(arg, "--warmup") == 0)
+            warmup = parse_number(value, "--warmup", 0, 600);
+        else if (strcmp(arg, "--hang-timeout") == 0)
+            hang_timeout = parse_number(value, "--hang-timeout", 0.1, 3600);
+        else if (strcmp(arg, "--max-per-writer") == 0)
+            max_per_writer = (size_t)parse_number(value, "--max-per-writer", 1, 1e9);
+        else if (strcmp(arg, "--option") == 0) {
+            const char *equals = strchr(value, '=');
+            if (equals == NULL || config.option_count == BENCH_MAX_OPTIONS) {
+                fprintf(stderr, "commit_bench: --option wants KEY=VALUE (at most %d)\n",
+                        BENCH_MAX_OPTIONS);
+                return 2;
+            }
+            config.option_keys[config.option_count] = strndup(value, (size_t)(equals - value));
+            config.option_values[config.option_count++] = equals + 1;
+        } else {
+            usage();
+            return 2;
+        }
+    }
+    if (backend_name == NULL || config.target == NULL) {
+        usage();
+        return 2;
+    }
+    const bench_backend *backend = NULL;
+    for (size_t b = 0; b < sizeof backends / sizeof backends[0]; b++)
+        if (strcmp(backends[b]->name, backend_name) == 0)
+            backend = backends[b];
+    if (backend == NULL) {
+        fprintf(stderr, "commit_bench: no backend '%s' in this build (--list-backends)\n",
+                backend_name);
+        return 2;
+    }
+
+    char error[512] = "";
+    if (backend->prepare != NULL && backend->prepare(&config, error, sizeof error) != 0) {
+        fprintf(stderr, "commit_bench: %s: %s\n", backend->name, error);
+        return 1;
+    }
+
+    shared_state shared = {.backend = backend, .config = &config, .max_per_writer = max_per_writer};
+    atomic_init(&shared.stop, false);
+    atomic_init(&shared.fatal, false);
+    atomic_init(&shared.window_start, 0);
+    atomic_init(&shared.window_end, 0);
+    if (pthread_barrier_init(&shared.ready, NULL, (unsigned)config.writers + 1) != 0) {
+        fprintf(stderr, "commit_bench: pthread_barrier_init failed\n");
+        return 1;
+    }
+    writer_state *writers = calloc((size_t)config.writers, sizeof *writers);
+    pthread_t *threads = calloc((size_t)config.writers, sizeof *threads);
+    if (writers == NULL || threads == NULL) {
+        fprintf(stderr, "commit_bench: out of memory\n");
+        return 1;
+    }
+    for (int w = 0; w < config.writers; w++) {
+        writers[w].shared = &shared;
+        writers[w].index = w;
+        atomic_init(&writers[w].finished, false);
+        if (getrandom(writers[w].rng, sizeof writers[w].rng, 0) != (ssize_t)sizeof writers[w].rng)
+            writers[w].rng[0] = now_ns() ^ (uint64_t)w, writers[w].rng[1] = 0x9e3779b97f4a7c15u;
+        writers[w].rng[0] |= 1;
+        if (pthread_create(&threads[w], NULL, writer_main, &writers[w]) != 0) {
+            fprintf(stderr, "commit_bench: cannot start writer %d\n", w);
+            return 1;
+        }
+    }
+    pthread_barrier_wait(&shared.ready);
+    if (atomic_load(&shared.fatal)) {
+        for (int w = 0; w < config.writers; w++)
+            pthread_join(threads[w], NULL);
+        for (int w = 0; w < config.writers; w++)
+            if (!writers[w].opened) {
+                fprintf(stderr, "commit_bench: %s: writer %d: %s\n", backend->name, w,
+                        writers[w].error);
+                break;
+            }
+        return 1;
+    }
+
+    sleep_seconds(warmup);
+    uint64_t window_start = now_ns();
+    atomic_store(&shared.window_start, window_start);
+    sleep_seconds(seconds);
+    uint64_t window_end = now_ns();
+    atomic_store(&shared.window_end, window_end);
+    atomic_store(&shared.stop, true);
+
+    /* Wait for the writers, but never longer than --hang-timeout: a commit that hangs (a
+     * synchronous peer gone) is reported, not waited for. */
+    uint64_t deadline = window_end + (uint64_t)(hang_timeout * 1e9);
+    int unfinished = 0;
+    for (;;) {
+        unfinished = 0;
+        for (int w = 0; w < config.writers; w++)
+            unfinished += !atomic_load(&writers[w].finished);
+        if (unfinished == 0 || now_ns() >= deadline)
+            break;
+        sleep_seconds(0.005);
+    }
+    if (unfinished == 0)
+        for (int w = 0; w < config.writers; w++)
+            pthread_join(threads[w], NULL);
+
+    /* The finished writers' arrays are complete; an unfinished writer's count is read as it is
+     * (it only appends, and it is stopped before recording anything outside the window). */
+    size_t total = 0;
+    uint64_t retries = 0, errors = 0;
+    for (int w = 0; w < config.writers; w++) {
+        total += writers[w].count;
+        retries += writers[w].retries;
+        errors += writers[w].errors;
+    }
+    uint64_t *all = malloc((total > 0 ? total : 1) * sizeof *all);
+    if (all == NULL) {
+        fprintf(stderr, "commit_bench: out of memory\n");
+        return 1;
+    }
+    size_t at = 0;
+    long double sum = 0;
+    for (int w = 0; w < config.writers; w++) {
+        memcpy(all + at, writers[w].samples, writers[w].count * sizeof *all);
+        at += writers[w].count;
+    }
+    for (size_t i = 0; i < total; i++)
+        sum += (long double)all[i];
+    qsort(all, total, sizeof *all, compare_u64);
+    double window = (double)(window_end - window_start) / 1e9;
+
+    const char *first_error = "";
+    for (int w = 0; w < config.writers; w++)
+        if (writers[w].errors > 0) {
+            first_error = writers[w].error;
+            break;
+        }
+    if (errors > 0)
+        fprintf(stderr, "commit_bench: %" PRIu64 " failed commits; first: %s\n", errors,
+                first_error);
+
+    /* Latency figures are null when nothing committed inside the window. */
+    char latency[256] = "\"p50_ms\":null,\"p99_ms\":null,\"p999_ms\":null,\"max_ms\":null,"
+                        "\"mean_ms\":null";
+    if (total > 0)
+        snprintf(latency, sizeof latency,
+                 "\"p50_ms\":%.4f,\"p99_ms\":%.4f,\"p999_ms\":%.4f,\"max_ms\":%.4f,"
+                 "\"mean_ms\":%.4f",
+                 percentile_ms(all, total, 50.0), percentile_ms(all, total, 99.0),
+                 percentile_ms(all, total, 99.9), (double)all[total - 1] / 1e6,
+                 (double)(sum / (long double)total) / 1e6);
+    printf("{\"backend\":\"%s\",\"version\":\"%s\",\"writers\":%d,\"seconds\":%.3f,"
+           "\"commits\":%zu,\"ops_per_s\":%.1f,%s,\"retries\":%" PRIu64 ",\"errors\":%" PRIu64
+           ",\"unfinished_writers\":%d}\n",
+           backend->name, backend->version != NULL ? backend->version() : "", config.writers,
+           window, total, (double)total / window, latency, retries, errors, unfinished);
+    fflush(stdout);
+    if (unfinished > 0)
+        _exit(3); /* threads are stuck inside the backend: do not run their cleanup */
+    return 0;
+}
+
+/*
+ * ---- Note for the "keytrustee" backend (to be written with the replicated store) ---------------
+ *
+ * What it must measure: a key row committed through the product's write path — keytrustee-db's
+ * group-committing writer with the replication VFS, so that each acknowledged put is fsynced on
+ * the active AND the passive. The honest way is to be a client of a running keytrustee-db (as
+ * keytrusteed is): in `open`, kt_db_connect() to its admin socket (config->target = the confdir,
+ * resolved with kt_paths_resolve); in `put`, kt_db_call() a "deposit.put" request carrying
+ * row->uuid, row->client (an existing client fingerprint: create an org + client in `prepare`,
+ * and use one fingerprint for all rows or one per writer), row->handle and the box; map "ok" to
+ * BENCH_PUT_OK, a refused/indeterminate answer to BENCH_PUT_FAILED. N writer threads then give
+ * N concurrent requests for the writer to batch into one commit.
+ * (Calling kt_store_deposit_put on a writer kt_store opened in-process with the replication VFS is
+ * the alternative, but then this tool would have to do the group commit itself.)
+ * The Makefile block links bench tools against our libraries, so app/common/app.h and
+ * storage/storage.h can be included here directly.
+ */
