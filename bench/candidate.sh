@@ -9,32 +9,69 @@
 # Every process started here must be stopped by PID: register the stop with bench_at_exit
 # (bench/lib.sh) and stop it in the *_teardown hook as well.
 #
-# TO BE FILLED IN BY THE LEAD once the replicated store and keytrusteed exist. The stubs below
-# say what each hook must do; none of them fakes a measurement.
+# Hooks not written yet say why and report "not measured"; none of them fakes a measurement.
 
 # shellcheck disable=SC2034  # read by bench/run.sh
 CANDIDATE_WHY=""
 
-# ---- commit suite ---------------------------------------------------------------------------------
-# Setup: start an active/passive keytrustee pair on loopback (synchronous replication on), with an
-# org and a client to own the rows; export what commit_bench's backend needs (e.g. the active's
-# confdir in CANDIDATE_CONFDIR).
-candidate_commit_setup() {
-  local backends
-  backends="$("$BENCH_BIN/commit_bench" --list-backends)"
-  if ! grep -q '^keytrustee' <<<"$backends"; then
-    CANDIDATE_WHY="commit_bench has no 'keytrustee' backend yet (bench/tools/commit_bench.c, note at its end)"
-    return 1
-  fi
-  CANDIDATE_WHY="bench/candidate.sh: candidate_commit_setup does not start a replicated pair yet"
+# ---- the pair every candidate suite measures ---------------------------------------------------
+# An active/passive pair set up by the seed's procedure (as scripts/run-pair.sh and the tests do),
+# with synchronous replication on, on 127.0.0.21 (active) and 127.0.0.22 (passive), release
+# build, every process started in the foreground under our PIDs.
+CANDIDATE_PAIR_PIDS=()
+candidate_pair_start() {
+  local bin=$BENCH_ROOT/build/bin work=$BENCH_DIR/pair a b https repl
+  a=127.0.0.21; b=127.0.0.22
+  https=$(bench_free_port); repl=$(bench_free_port)
+  rm -rf "$work"; mkdir -p "$work/kt02"; chmod 700 "$work" "$work/kt02"
+  CANDIDATE_A_HOME=$work/kt01; CANDIDATE_B_HOME=$work/kt02
+  CANDIDATE_URL=https://$a:$https
+  {
+    KEYTRUSTEE_HOME=$work/kt01 "$bin/ktadmin" init --external-address "$a" --listen "$a" --port "$https" &&
+    rsync -a --exclude .ssl "$work/kt01/.keytrustee" "$work/kt02/" &&
+    KEYTRUSTEE_HOME=$work/kt01 "$bin/ktadmin" db --bootstrap --port "$repl" --pg-rootdir "$work/kt01/db" --slave kt02
+  } >"$BENCH_LOGS/pair-setup.log" 2>&1 || { CANDIDATE_WHY="pair set-up failed (see $BENCH_LOGS/pair-setup.log)"; return 1; }
+  KEYTRUSTEE_HOME=$work/kt01 "$bin/keytrustee-db" --foreground --pg-rootdir "$work/kt01/db" >"$BENCH_LOGS/db-a.log" 2>&1 &
+  CANDIDATE_PAIR_PIDS+=($!)
+  KEYTRUSTEE_HOME=$work/kt01 "$bin/keytrusteed" --foreground --log-level warning >"$BENCH_LOGS/api-a.log" 2>&1 &
+  CANDIDATE_PAIR_PIDS+=($!)
+  bench_at_exit candidate_pair_stop
+  for _ in $(seq 1 100); do [ -S "$work/kt01/run/keytrustee-db.sock" ] && break; sleep 0.05; done
+  KEYTRUSTEE_HOME=$work/kt02 "$bin/ktadmin" init-slave --master "$a" --pg-port "$repl" \
+    --pg-rootdir "$work/kt02/db" --no-import-key --no-start >>"$BENCH_LOGS/pair-setup.log" 2>&1 ||
+    { CANDIDATE_WHY="init-slave failed (see $BENCH_LOGS/pair-setup.log)"; return 1; }
+  KEYTRUSTEE_HOME=$work/kt02 "$bin/keytrustee-db" --foreground --pg-rootdir "$work/kt02/db" >"$BENCH_LOGS/db-b.log" 2>&1 &
+  CANDIDATE_PAIR_PIDS+=($!)
+  for _ in $(seq 1 100); do [ -S "$work/kt02/run/keytrustee-db.sock" ] && break; sleep 0.05; done
+  KEYTRUSTEE_HOME=$work/kt01 "$bin/ktadmin" enable-synchronous-replication --pg-rootdir "$work/kt01/db" \
+    >>"$BENCH_LOGS/pair-setup.log" 2>&1 || { CANDIDATE_WHY="enable-synchronous-replication failed"; return 1; }
+  for _ in $(seq 1 100); do
+    KEYTRUSTEE_HOME=$work/kt01 "$bin/ktadmin" status --json 2>/dev/null | grep -q '"state": "in_sync"' && return 0
+    sleep 0.1
+  done
+  CANDIDATE_WHY="the pair did not reach in_sync (see $BENCH_LOGS/db-*.log)"
   return 1
+}
+candidate_pair_stop() {
+  local pid
+  for pid in "${CANDIDATE_PAIR_PIDS[@]}"; do bench_stop_pid "$pid"; done
+  CANDIDATE_PAIR_PIDS=()
+}
+
+# ---- commit suite ---------------------------------------------------------------------------------
+# Setup: the synchronous pair; commit_bench's keytrustee backend writes through the active's
+# keytrustee-db admin socket (group commit + synchronous replication: every acknowledged row is
+# fsynced on both nodes).
+candidate_commit_setup() {
+  candidate_pair_start || return 1
+  CANDIDATE_CONFDIR=$CANDIDATE_A_HOME/.keytrustee
 }
 # candidate_commit_run WRITERS SECONDS: one commit_bench JSON line.
 candidate_commit_run() {
   "$BENCH_BIN/commit_bench" --backend keytrustee --target "${CANDIDATE_CONFDIR:?}" \
     --writers "$1" --seconds "$2"
 }
-candidate_commit_teardown() { :; }
+candidate_commit_teardown() { candidate_pair_stop; }
 
 # ---- https suite ----------------------------------------------------------------------------------
 # Setup: start keytrusteed (the active of a synchronous pair), register a client with ktclient

@@ -27,7 +27,10 @@
  * Backends (a table of function pointers; see `bench_backend`):
  *   sqlite      plain SQLite, WAL, synchronous=FULL, one connection per writer with busy_timeout:
  *               the single-node, no-replication limit. --target is the database file.
- *   keytrustee  NOT HERE YET: the lead adds it (see the note at the end of this file).
+ *   keytrustee  the product's write path: a client of a running keytrustee-db (the active of a
+ *               synchronous pair), each writer on its own admin-socket connection sending
+ *               deposit.put, so concurrent writers are group-committed and every acknowledged row
+ *               is fsynced on both nodes. --target is the active's confdir (.keytrustee).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -43,6 +46,9 @@
 #include <unistd.h>
 
 #include <sqlite3.h>
+
+#include "app/common/app.h"
+#include "crypto/crypto.h"
 
 /* ---- the backend interface ------------------------------------------------------------------- */
 
@@ -225,11 +231,130 @@ static const bench_backend sqlite_backend = {
     .version = sqlite_version_text,
 };
 
+/* ---- backend: keytrustee --------------------------------------------------------------------- */
+
+/* The fingerprint that owns every row: a real client, registered once in keytrustee_prepare,
+ * because keytrustee-db refuses a deposit whose client does not exist. */
+static char keytrustee_client[KT_FINGERPRINT_CHARS + 1];
+static kt_paths keytrustee_paths;
+
+static int keytrustee_call(kt_db_connection *connection, json_t *request, json_t **response,
+                           char *error, size_t error_size)
+{
+    int result = request == NULL ? -1
+                                 : kt_db_call(connection, request, 30000, response, error,
+                                              error_size);
+    json_decref(request);
+    return result;
+}
+
+/* Adds the org "bench" (if missing) and a new client in it, over the admin socket. */
+static int keytrustee_prepare(const bench_config *config, char *error, size_t error_size)
+{
+    if (kt_crypto_init() != 0 ||
+        kt_paths_resolve(&keytrustee_paths, config->target, NULL, error, error_size) != 0)
+        return -1;
+    kt_db_connection *connection = kt_db_connect(&keytrustee_paths, error, error_size);
+    if (connection == NULL)
+        return -1;
+    unsigned char public_key[KT_SIGN_PUBLIC_BYTES];
+    kt_secret *secret_key = NULL;
+    char public_text[64];
+    json_t *response = NULL;
+    int result = -1;
+    if (kt_sign_keypair(public_key, &secret_key) != 0 ||
+        kt_base64_encode(public_text, sizeof public_text, public_key, sizeof public_key) != 0) {
+        snprintf(error, error_size, "cannot make a client key pair");
+        goto done;
+    }
+    kt_secret_free(secret_key);
+    kt_fingerprint(keytrustee_client, public_key);
+    if (keytrustee_call(connection, json_pack("{s:s, s:s, s:s}", "op", "org.add", "name",
+                                              "bench", "contacts", "bench@example.com"),
+                        &response, error, error_size) != 0)
+        goto done;
+    json_decref(response);
+    response = NULL;
+    if (keytrustee_call(connection,
+                        json_pack("{s:s, s:s, s:s, s:s, s:s}", "op", "client.add", "fingerprint",
+                                  keytrustee_client, "org", "bench", "name", "commit-bench",
+                                  "public_key", public_text),
+                        &response, error, error_size) != 0)
+        goto done;
+    if (!json_is_true(json_object_get(response, "ok"))) {
+        snprintf(error, error_size, "client.add refused: %s",
+                 json_string_value(json_object_get(response, "message")));
+        goto done;
+    }
+    result = 0;
+done:
+    json_decref(response);
+    kt_db_disconnect(connection);
+    return result;
+}
+
+static void *keytrustee_open(const bench_config *config, int writer, char *error,
+                             size_t error_size)
+{
+    (void)config;
+    (void)writer;
+    return kt_db_connect(&keytrustee_paths, error, error_size);
+}
+
+static bench_put_result keytrustee_put(void *connection, const bench_row *row, char *error,
+                                       size_t error_size)
+{
+    char box[2 * BENCH_BOX_BYTES];
+    if (kt_base64_encode(box, sizeof box, row->box, row->box_length) != 0) {
+        snprintf(error, error_size, "cannot encode the box");
+        return BENCH_PUT_FAILED;
+    }
+    json_t *response = NULL;
+    if (keytrustee_call(connection,
+                        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "op", "deposit.put", "client",
+                                  keytrustee_client, "uuid", row->uuid, "handle", row->handle,
+                                  "description", "", "box", box),
+                        &response, error, error_size) != 0)
+        return BENCH_PUT_FAILED;
+    bench_put_result result = BENCH_PUT_OK;
+    if (!json_is_true(json_object_get(response, "ok"))) {
+        snprintf(error, error_size, "deposit.put: %s: %s",
+                 json_string_value(json_object_get(response, "error")),
+                 json_string_value(json_object_get(response, "message")));
+        result = BENCH_PUT_FAILED;
+    }
+    json_decref(response);
+    return result;
+}
+
+static void keytrustee_close(void *connection)
+{
+    kt_db_disconnect(connection);
+}
+
+static const char *keytrustee_version_text(void)
+{
+    static char text[64];
+    snprintf(text, sizeof text, "keytrustee %s (sqlite %s)", KT_VERSION, sqlite3_libversion());
+    return text;
+}
+
+static const bench_backend keytrustee_backend = {
+    .name = "keytrustee",
+    .description = "keytrustee-db's group-committing writer through the admin socket, with "
+                   "whatever replication the node runs (--target CONFDIR of the active)",
+    .prepare = keytrustee_prepare,
+    .open = keytrustee_open,
+    .put = keytrustee_put,
+    .close = keytrustee_close,
+    .version = keytrustee_version_text,
+};
+
 /* ---- the backend table: add new backends here ------------------------------------------------ */
 
 static const bench_backend *const backends[] = {
     &sqlite_backend,
-    /* &keytrustee_backend,   <- the replicated store; see the note at the end of this file */
+    &keytrustee_backend,
 };
 
 /* ---- the driver ------------------------------------------------------------------------------ */
@@ -606,21 +731,3 @@ int main(int argc, char **argv)
         _exit(3); /* threads are stuck inside the backend: do not run their cleanup */
     return 0;
 }
-
-/*
- * ---- Note for the "keytrustee" backend (to be written with the replicated store) ---------------
- *
- * What it must measure: a key row committed through the product's write path — keytrustee-db's
- * group-committing writer with the replication VFS, so that each acknowledged put is fsynced on
- * the active AND the passive. The honest way is to be a client of a running keytrustee-db (as
- * keytrusteed is): in `open`, kt_db_connect() to its admin socket (config->target = the confdir,
- * resolved with kt_paths_resolve); in `put`, kt_db_call() a "deposit.put" request carrying
- * row->uuid, row->client (an existing client fingerprint: create an org + client in `prepare`,
- * and use one fingerprint for all rows or one per writer), row->handle and the box; map "ok" to
- * BENCH_PUT_OK, a refused/indeterminate answer to BENCH_PUT_FAILED. N writer threads then give
- * N concurrent requests for the writer to batch into one commit.
- * (Calling kt_store_deposit_put on a writer kt_store opened in-process with the replication VFS is
- * the alternative, but then this tool would have to do the group commit itself.)
- * The Makefile block links bench tools against our libraries, so app/common/app.h and
- * storage/storage.h can be included here directly.
- */
