@@ -20,9 +20,9 @@
  *
  * Why re-applying is safe: frames are whole page images, so applying transactions a, ..., b on
  * top of a database that already holds some of them gives the same content as applying them once,
- * provided they are applied as one commit. The state file records the applied position after each
- * batch, so after a crash at most one batch is applied again, and the first batch after a restart
- * always covers it (batches only grow).
+ * provided they are applied as one commit. An APPLIED record goes into the spool after each batch
+ * (after the -wal's fdatasync, so it never leads the database), so after a crash at most one batch
+ * is applied again, and the first batch after a restart always covers it (batches only grow).
  *
  * Checkpoints: the passive checkpoints its own -wal (TRUNCATE) when it holds more than
  * REPL_APPLY_MAX_WAL_FRAMES frames, so that index rebuilds stay cheap (about 1.5 ms per 1,000
@@ -43,6 +43,7 @@
 #define LOCK_TIMEOUT_MS 5000
 #define FLUSH_BYTES (1u << 20)
 #define MAX_BATCH_ENTRIES 256u
+#define MAX_BATCH_BYTES (64u << 20)
 #define REPL_APPLY_MAX_WAL_FRAMES 1000u
 #define PENDING_BYTE_OFFSET 0x40000000u
 
@@ -499,11 +500,14 @@ static int read_batch(kt_repl *repl, const kt_repl_position *applied, uint64_t l
         return -1;
     }
     *count = 0;
-    for (uint64_t txid = applied->txid + 1; txid <= last; txid++) {
+    size_t bytes = 0;
+    /* The cut depends only on the entries, so the batch after a crash covers the one before. */
+    for (uint64_t txid = applied->txid + 1; txid <= last && bytes < MAX_BATCH_BYTES; txid++) {
         if (repl_spool_read(repl->spool, txid, &entries[*count]) != 0) {
             free_entries(entries, *count);
             return -1;
         }
+        bytes += entries[*count].frames_length;
         (*count)++;
     }
     if (memcmp(entries[0].prev, applied->hash, KT_HASH_BYTES) != 0) {
@@ -533,7 +537,7 @@ static int apply_batch(kt_repl *repl, const kt_repl_position *applied, uint64_t 
     repl_entry *entries = NULL;
     size_t count = 0;
     char error[256];
-    if (read_batch(repl, applied, last, &entries, &count) != 0) {
+    if (read_batch(repl, applied, last, &entries, &count) != 0 || count == 0) {
         repl_log(&repl->logger, KT_REPL_LOG_ERROR,
                  "replication: cannot read transactions %llu..%llu from the spool",
                  (unsigned long long)applied->txid + 1, (unsigned long long)last);
@@ -542,11 +546,9 @@ static int apply_batch(kt_repl *repl, const kt_repl_position *applied, uint64_t 
     kt_repl_position reached = repl_entry_position(&entries[count - 1]);
     int result = repl_apply_entries(repl->apply, entries, count, error, sizeof error);
     free_entries(entries, count);
-    if (result == 0) {
-        (void)pthread_mutex_lock(&repl->mutex);
-        repl_state_file state = {repl->epoch, reached, false};
-        (void)pthread_mutex_unlock(&repl->mutex);
-        result = repl_state_save(repl->state_path, &state, error, sizeof error);
+    if (result == 0 && repl_spool_note_applied(repl->spool, &reached) != 0) {
+        repl_error(error, sizeof error, "cannot record the applied position: %m");
+        result = -1;
     }
     if (result != 0) {
         repl_log(&repl->logger, KT_REPL_LOG_ERROR, "replication: applying failed: %s", error);

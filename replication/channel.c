@@ -445,18 +445,17 @@ int repl_channel_accept(repl_channel **out, int fd, const char *peer, const kt_s
 {
     *out = NULL;
     if (set_socket_options(fd) != 0) {
-        (void)close(fd);
         repl_error(error, error_size, "cannot set up the connection from %s: %m", peer);
         return -1;
     }
     repl_channel *channel = channel_new(fd, peer);
     if (channel == NULL) {
-        (void)close(fd);
         repl_error(error, error_size, "out of memory");
         return -1;
     }
     if (server_handshake(channel, pair_key, purpose, repl_now_ms() + timeout_ms) != 0) {
         repl_error(error, error_size, "%s", channel->error);
+        channel->fd = -1; /* the caller's to close */
         repl_channel_close(channel);
         return -1;
     }
@@ -579,7 +578,9 @@ void repl_channel_close(repl_channel *channel)
     if (channel == NULL) {
         return;
     }
-    (void)close(channel->fd);
+    if (channel->fd >= 0) {
+        (void)close(channel->fd);
+    }
     kt_secret_free(channel->send_key);
     kt_secret_free(channel->receive_key);
     free(channel);

@@ -192,7 +192,8 @@ kt_repl_position repl_entry_position(const repl_entry *entry);
 /* The state file: what a node must remember besides its log. */
 typedef struct repl_state_file {
     uint64_t epoch;
-    kt_repl_position applied;  /* passive: what its database holds (at least) */
+    kt_repl_position applied;  /* passive: what its database holds at least (the spool's
+                                  APPLIED records may know more) */
     bool basecopy_pending;     /* passive: a full copy was being installed */
 } repl_state_file;
 
@@ -227,6 +228,10 @@ int repl_spool_append(repl_spool *spool, const repl_entry *entry, bool sync);
  * not synced: a lost confirmation is learned again at the next handshake. */
 int repl_spool_confirm(repl_spool *spool, uint64_t txid, const unsigned char *hash);
 int repl_spool_sync(repl_spool *spool);
+/* Records (without a sync) that the database holds everything up to `applied`, which must be
+ * confirmed; call it only once the -wal holding those transactions is fdatasynced. */
+int repl_spool_note_applied(repl_spool *spool, const kt_repl_position *applied);
+kt_repl_position repl_spool_applied(repl_spool *spool); /* the base when nothing was noted */
 /* Drops the entries after `txid` (unconfirmed ones only), durably. */
 int repl_spool_truncate_after(repl_spool *spool, uint64_t txid);
 /* Reads a retained entry; free it with repl_entry_free. */
@@ -324,7 +329,8 @@ int repl_listen(int *listen_fd, const char *host, const char *port, char *error,
 int repl_channel_connect(repl_channel **channel, const char *host, const char *port,
                          const kt_secret *pair_key, uint8_t purpose, int timeout_ms,
                          char *error, size_t error_size);
-/* The server side of the same handshake on an accepted socket (owned from now on). */
+/* The server side of the same handshake on an accepted socket: owned by the channel on success,
+ * still the caller's to close on failure. */
 int repl_channel_accept(repl_channel **channel, int fd, const char *peer,
                         const kt_secret *pair_key, uint8_t *purpose, int timeout_ms,
                         char *error, size_t error_size);
@@ -412,6 +418,8 @@ struct kt_repl {
     uint64_t peer_applied;      /* the passive's applied txid, from its heartbeats */
     kt_repl_position peer_acked;
     repl_inflight inflight;
+    int64_t refusals_logged_at; /* rate limit of "write refused" lines */
+    uint64_t refusals_unlogged;
     bool have_outcome;          /* the last commit failure was ours */
     kt_store_status outcome;
     char peer_address[64];

@@ -216,6 +216,10 @@ static int start_following(kt_repl *repl, char *error, size_t error_size)
             repl_log(&repl->logger, KT_REPL_LOG_ERROR, "replication: %s", reason);
         }
     }
+    kt_repl_position noted = repl_spool_applied(repl->spool);
+    if (noted.txid > state.applied.txid) {
+        state.applied = noted; /* the spool's APPLIED records run ahead of the state file */
+    }
     repl->epoch = state.epoch;
     repl->applied = state.applied;
     repl->needs_basecopy = loaded != 1 || !passive_consistent(repl, &state, spool_existed);

@@ -17,6 +17,9 @@
  *                by a compaction.
  *     2 ENTRY    an entry (position.c); txid = previous + 1 and prev = previous hash, always.
  *     3 CONFIRM  u64 txid, hash: the active committed everything up to there (passive only).
+ *     4 APPLIED  u64 txid, hash: the passive's database holds everything up to there. Written
+ *                without a sync, but only after the -wal holding those transactions was
+ *                fdatasynced, so it can lag the database and never lead it (apply.c).
  * Invariants
  *   - Entries form one chain from the base: opening checks every link and every hash.
  *   - Only a torn or damaged tail is ever lost: opening stops at the first record that is short,
@@ -37,7 +40,7 @@
 
 #include "replication/internal.h"
 
-enum { RECORD_HEADER = 1, RECORD_ENTRY = 2, RECORD_CONFIRM = 3 };
+enum { RECORD_HEADER = 1, RECORD_ENTRY = 2, RECORD_CONFIRM = 3, RECORD_APPLIED = 4 };
 #define RECORD_PREFIX_BYTES 12u
 #define SPOOL_MAGIC "KTREPLOG"
 #define SPOOL_VERSION 1u
@@ -60,6 +63,7 @@ struct repl_spool {
     kt_repl_position base;
     repl_wal_cursor base_origin;
     uint64_t confirmed;
+    kt_repl_position applied;
     uint64_t size;          /* where the next record goes */
     spool_item *items;      /* items[i].txid == base.txid + 1 + i */
     size_t count, capacity;
@@ -100,21 +104,24 @@ static void encode_header_record(repl_buffer *buffer, const kt_repl_position *ba
     record_finish(buffer, start);
 }
 
-static void encode_confirm_record(repl_buffer *buffer, uint64_t txid, const unsigned char *hash)
+static void encode_mark_record(repl_buffer *buffer, uint32_t type, uint64_t txid,
+                               const unsigned char *hash)
 {
     size_t start = buffer->length;
-    record_begin(buffer, RECORD_CONFIRM);
+    record_begin(buffer, type);
     repl_buffer_put_u64(buffer, txid);
     repl_buffer_put(buffer, hash, KT_HASH_BYTES);
     record_finish(buffer, start);
 }
 
 /* Reads the record at `offset`: 1 with its type and malloc'd payload, 0 when the file ends there
- * or the record is torn or damaged, -1 on an I/O error or when memory ran out. */
+ * or the record is torn or damaged, -1 on an I/O error or when memory ran out. *payload is NULL
+ * unless 1 is returned. */
 static int read_record(int fd, uint64_t offset, uint64_t file_size, uint32_t *type,
                        unsigned char **payload, uint32_t *length)
 {
     unsigned char prefix[RECORD_PREFIX_BYTES];
+    *payload = NULL;
     if (file_size - offset < RECORD_PREFIX_BYTES) {
         return 0;
     }
@@ -133,12 +140,14 @@ static int read_record(int fd, uint64_t offset, uint64_t file_size, uint32_t *ty
     }
     if (repl_pread_full(fd, *payload, *length, offset + RECORD_PREFIX_BYTES) != (long)*length) {
         free(*payload);
+        *payload = NULL;
         return -1;
     }
     uint32_t crc = repl_crc32c(0, prefix + 4, 4);
     crc = repl_crc32c(crc, *payload, *length);
     if (crc != repl_get_le32(prefix + 8)) {
         free(*payload);
+        *payload = NULL;
         return 0;
     }
     return 1;
@@ -188,6 +197,19 @@ static int index_add(repl_spool *spool, const repl_entry *entry, uint64_t offset
     return 0;
 }
 
+/* Whether (txid, hash) is the base or a retained entry. */
+static bool holds(const repl_spool *spool, uint64_t txid, const unsigned char *hash)
+{
+    if (hash == NULL) {
+        return false;
+    }
+    if (txid == spool->base.txid) {
+        return memcmp(spool->base.hash, hash, KT_HASH_BYTES) == 0;
+    }
+    const spool_item *item = item_at(spool, txid);
+    return item != NULL && memcmp(item->hash, hash, KT_HASH_BYTES) == 0;
+}
+
 static bool entry_follows(const repl_spool *spool, const repl_entry *entry)
 {
     kt_repl_position tip = tip_locked(spool);
@@ -228,6 +250,7 @@ static int load_header(repl_spool *spool, uint64_t file_size, uint64_t *offset)
     free(payload);
     *offset = RECORD_PREFIX_BYTES + length;
     spool->confirmed = spool->base.txid;
+    spool->applied = spool->base;
     return good ? 0 : -1;
 }
 
@@ -243,16 +266,20 @@ static bool load_record(repl_spool *spool, uint32_t type, const unsigned char *p
                entry_follows(spool, &entry) &&
                index_add(spool, &entry, offset, RECORD_PREFIX_BYTES + (uint64_t)length) == 0;
     }
-    if (type == RECORD_CONFIRM) {
+    if (type == RECORD_CONFIRM || type == RECORD_APPLIED) {
         uint64_t txid = repl_reader_u64(&reader);
         const unsigned char *hash = repl_reader_take(&reader, KT_HASH_BYTES);
-        const spool_item *item = item_at(spool, txid);
-        if (!repl_reader_done(&reader) || item == NULL ||
-            memcmp(item->hash, hash, KT_HASH_BYTES) != 0) {
+        if (!repl_reader_done(&reader) || !holds(spool, txid, hash)) {
             return false;
         }
-        if (txid > spool->confirmed) {
+        if (type == RECORD_CONFIRM && txid > spool->confirmed) {
             spool->confirmed = txid;
+        }
+        if (type == RECORD_APPLIED && txid > spool->applied.txid) {
+            spool->applied.txid = txid;
+            memcpy(spool->applied.hash, hash, KT_HASH_BYTES);
+            spool->applied.epoch = txid == spool->base.txid ? spool->base.epoch
+                                                           : item_at(spool, txid)->epoch;
         }
         return true;
     }
@@ -401,6 +428,14 @@ uint64_t repl_spool_confirmed(repl_spool *spool)
     return confirmed;
 }
 
+kt_repl_position repl_spool_applied(repl_spool *spool)
+{
+    (void)pthread_mutex_lock(&spool->lock);
+    kt_repl_position applied = spool->applied;
+    (void)pthread_mutex_unlock(&spool->lock);
+    return applied;
+}
+
 uint64_t repl_spool_bytes(repl_spool *spool)
 {
     (void)pthread_mutex_lock(&spool->lock);
@@ -507,7 +542,7 @@ int repl_spool_confirm(repl_spool *spool, uint64_t txid, const unsigned char *ha
         result = 0; /* already known */
     } else if (item != NULL && memcmp(item->hash, hash, KT_HASH_BYTES) == 0) {
         repl_buffer buffer = {0};
-        encode_confirm_record(&buffer, txid, hash);
+        encode_mark_record(&buffer, RECORD_CONFIRM, txid, hash);
         result = append_bytes(spool, &buffer, false);
         repl_buffer_free(&buffer);
         if (result == 0) {
@@ -518,6 +553,39 @@ int repl_spool_confirm(repl_spool *spool, uint64_t txid, const unsigned char *ha
     }
     (void)pthread_mutex_unlock(&spool->lock);
     return result;
+}
+
+int repl_spool_note_applied(repl_spool *spool, const kt_repl_position *applied)
+{
+    int result = 0;
+    (void)pthread_mutex_lock(&spool->lock);
+    if (applied->txid > spool->confirmed || !holds(spool, applied->txid, applied->hash)) {
+        errno = EINVAL;
+        result = -1;
+    } else if (applied->txid > spool->applied.txid) {
+        repl_buffer buffer = {0};
+        encode_mark_record(&buffer, RECORD_APPLIED, applied->txid, applied->hash);
+        result = append_bytes(spool, &buffer, false);
+        repl_buffer_free(&buffer);
+        if (result == 0) {
+            spool->applied = *applied;
+        }
+    }
+    (void)pthread_mutex_unlock(&spool->lock);
+    return result;
+}
+
+/* The CONFIRM and APPLIED records that restate what the spool knows (after a cut or a rewrite
+ * dropped the originals); only those at or after `from`. */
+static void encode_marks(const repl_spool *spool, repl_buffer *buffer, uint64_t from)
+{
+    const spool_item *confirmed = item_at(spool, spool->confirmed);
+    if (confirmed != NULL && spool->confirmed >= from) {
+        encode_mark_record(buffer, RECORD_CONFIRM, confirmed->txid, confirmed->hash);
+    }
+    if (spool->applied.txid >= from && spool->applied.txid > spool->base.txid) {
+        encode_mark_record(buffer, RECORD_APPLIED, spool->applied.txid, spool->applied.hash);
+    }
 }
 
 int repl_spool_sync(repl_spool *spool)
@@ -538,12 +606,9 @@ int repl_spool_truncate_after(repl_spool *spool, uint64_t txid)
         result = -1;
     } else if (first_dropped != NULL) {
         uint64_t size = first_dropped->offset;
-        /* CONFIRM records behind the cut are lost with it: write the confirmation again. */
+        /* CONFIRM and APPLIED records behind the cut are lost with it: write them again. */
         repl_buffer buffer = {0};
-        const spool_item *confirmed = item_at(spool, spool->confirmed);
-        if (confirmed != NULL) {
-            encode_confirm_record(&buffer, confirmed->txid, confirmed->hash);
-        }
+        encode_marks(spool, &buffer, 0);
         if (ftruncate(spool->fd, (off_t)size) != 0) {
             result = -1;
         } else {
@@ -616,6 +681,7 @@ int repl_spool_reset(repl_spool *spool, const kt_repl_position *base,
         spool->base_origin = base_origin ? *base_origin : none;
         spool->count = 0;
         spool->confirmed = base->txid;
+        spool->applied = *base;
     }
     (void)pthread_mutex_unlock(&spool->lock);
     repl_buffer_free(&buffer);
@@ -642,10 +708,7 @@ static int copy_retained(repl_spool *spool, uint64_t keep_from, repl_buffer *buf
             return -1;
         }
     }
-    const spool_item *confirmed = item_at(spool, spool->confirmed);
-    if (confirmed != NULL && spool->confirmed >= keep_from) {
-        encode_confirm_record(buffer, confirmed->txid, confirmed->hash);
-    }
+    encode_marks(spool, buffer, keep_from);
     return buffer->failed ? -1 : 0;
 }
 
@@ -677,6 +740,9 @@ int repl_spool_compact(repl_spool *spool, uint64_t keep_from)
             spool->base_origin = origin;
             if (spool->confirmed < base.txid) {
                 spool->confirmed = base.txid;
+            }
+            if (spool->applied.txid < base.txid) {
+                spool->applied = base;
             }
         }
         free(offsets);

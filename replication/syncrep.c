@@ -57,7 +57,7 @@ static bool wait_in_sync(kt_repl *repl, const kt_repl_position *tip,
             return false;
         }
         if (repl->state == REPL_STATE_IN_SYNC && repl->peer_acked.txid == tip->txid &&
-            repl->link != NULL) {
+            repl->link != NULL && repl->link_generation != 0) {
             return true;
         }
         if (!repl_wait_until(&repl->changed, &repl->mutex, deadline)) {
@@ -102,6 +102,26 @@ static void abandon_inflight(kt_repl *repl)
         repl_walsender_wake(repl);
     }
     inflight_clear(&repl->inflight);
+}
+
+/* Holds repl->mutex. Clients retry refused writes: say it once, then at most every 10 s with
+ * the number of refusals in between. */
+static bool refusal_worth_logging(kt_repl *repl)
+{
+    int64_t now = repl_now_ms();
+    if (repl->refusals_logged_at != 0 && now - repl->refusals_logged_at < 10000) {
+        repl->refusals_unlogged++;
+        return false;
+    }
+    if (repl->refusals_unlogged > 0) {
+        repl_log(&repl->logger, KT_REPL_LOG_WARNING,
+                 "replication: %llu more writes were refused in the last %lld s",
+                 (unsigned long long)repl->refusals_unlogged,
+                 (long long)(now - repl->refusals_logged_at) / 1000);
+    }
+    repl->refusals_logged_at = now;
+    repl->refusals_unlogged = 0;
+    return true;
 }
 
 static int queue_inflight(kt_repl *repl, const repl_entry *entry)
@@ -167,75 +187,98 @@ static kt_store_status append_to_log(kt_repl *repl, const repl_entry *entry, boo
     return full ? KT_STORE_FULL : KT_STORE_REFUSED;
 }
 
+/* Step 1: may this commit go ahead, and if synchronous, hand it to the session. Returns NULL, or
+ * why it is refused (nothing was sent). */
+static const char *admit(kt_repl *repl, const repl_entry *entry, bool synchronous,
+                         const struct timespec *deadline)
+{
+    const char *why = NULL;
+    kt_repl_position tip = repl_spool_tip(repl->spool);
+    (void)pthread_mutex_lock(&repl->mutex);
+    repl->have_outcome = false;
+    if (repl->state == REPL_STATE_FENCED) {
+        why = "this node is fenced: a node with a newer epoch exists";
+    } else if (synchronous && !wait_in_sync(repl, &tip, deadline, &why)) {
+        /* why is set */
+    } else if (synchronous && queue_inflight(repl, entry) != 0) {
+        why = "out of memory";
+    }
+    bool say = why != NULL && refusal_worth_logging(repl);
+    (void)pthread_mutex_unlock(&repl->mutex);
+    if (say) {
+        repl_log(&repl->logger, KT_REPL_LOG_WARNING, "replication: write refused: %s", why);
+    }
+    return why;
+}
+
+/* Steps 3 and 4: after the local sync (`rc`), what became of the transaction. */
+static kt_store_status await_fate(kt_repl *repl, const repl_entry *entry, int rc,
+                                  bool synchronous, const struct timespec *deadline)
+{
+    const char *why = NULL;
+    kt_store_status fate = KT_STORE_OK;
+    (void)pthread_mutex_lock(&repl->mutex);
+    if (rc != SQLITE_OK) {
+        why = "the local -wal sync failed";
+        fate = repl->inflight.maybe_sent ? KT_STORE_INDETERMINATE
+               : (rc & 0xff) == SQLITE_FULL ? KT_STORE_FULL
+                                            : KT_STORE_REFUSED;
+    } else if (synchronous) {
+        fate = wait_acknowledged(repl, deadline, &why);
+    }
+    if (fate != KT_STORE_OK && synchronous) {
+        abandon_inflight(repl);
+    }
+    (void)pthread_mutex_unlock(&repl->mutex);
+    if (fate != KT_STORE_OK) {
+        repl_log(&repl->logger, KT_REPL_LOG_WARNING, "replication: transaction %llu %s: %s",
+                 (unsigned long long)entry->txid,
+                 fate == KT_STORE_INDETERMINATE ? "is indeterminate" : "was refused", why);
+    }
+    return fate;
+}
+
+/* Step 5: the log append that makes the transaction committed. */
+static kt_store_status make_committed(kt_repl *repl, const repl_entry *entry, bool synchronous)
+{
+    kt_store_status fate = append_to_log(repl, entry, synchronous);
+    (void)pthread_mutex_lock(&repl->mutex);
+    if (fate != KT_STORE_OK) {
+        repl->inflight.maybe_sent = repl->inflight.maybe_sent || synchronous;
+        abandon_inflight(repl);
+    } else {
+        inflight_clear(&repl->inflight);
+        repl_walsender_wake(repl); /* confirm it, or stream it (asynchronous) */
+        (void)pthread_cond_broadcast(&repl->changed);
+    }
+    (void)pthread_mutex_unlock(&repl->mutex);
+    return fate;
+}
+
 int repl_syncrep_commit(kt_repl *repl, repl_frames *frames, const repl_wal_cursor *end,
                         repl_local_sync_function local_sync, void *sync_context,
                         kt_store_status *outcome)
 {
     struct timespec deadline;
     repl_deadline(&deadline, repl->ack_timeout_ms);
-    const char *why = NULL;
-    repl_entry entry;
-
     (void)pthread_mutex_lock(&repl->mutex);
-    repl->have_outcome = false;
     bool synchronous = repl->role == KT_REPL_ACTIVE && repl->synchronous;
-    build_entry(repl, frames, end, &entry);
-    kt_repl_position tip = repl_spool_tip(repl->spool);
-    if (repl->state == REPL_STATE_FENCED) {
-        why = "this node is fenced: a node with a newer epoch exists";
-        *outcome = KT_STORE_REFUSED;
-    } else if (synchronous && !wait_in_sync(repl, &tip, &deadline, &why)) {
-        *outcome = KT_STORE_REFUSED;
-    } else if (synchronous && queue_inflight(repl, &entry) != 0) {
-        why = "out of memory";
-        *outcome = KT_STORE_REFUSED;
-    }
     (void)pthread_mutex_unlock(&repl->mutex);
-    if (why != NULL) {
-        repl_log(&repl->logger, KT_REPL_LOG_WARNING,
-                 "replication: write refused: %s", why);
+    repl_entry entry;
+    build_entry(repl, frames, end, &entry);
+    if (admit(repl, &entry, synchronous, &deadline) != NULL) {
+        *outcome = KT_STORE_REFUSED;
         return SQLITE_IOERR_FSYNC;
     }
-
-    int rc = local_sync(sync_context);
-
-    (void)pthread_mutex_lock(&repl->mutex);
-    kt_store_status fate = KT_STORE_OK;
-    if (rc != SQLITE_OK) {
-        why = "the local -wal sync failed";
-        fate = repl->inflight.maybe_sent ? KT_STORE_INDETERMINATE
-                                         : (rc & 0xff) == SQLITE_FULL ? KT_STORE_FULL
-                                                                      : KT_STORE_REFUSED;
-    } else if (synchronous) {
-        fate = wait_acknowledged(repl, &deadline, &why);
+    int rc = local_sync(sync_context); /* while the transaction travels */
+    kt_store_status fate = await_fate(repl, &entry, rc, synchronous, &deadline);
+    if (fate == KT_STORE_OK) {
+        fate = make_committed(repl, &entry, synchronous);
     }
     if (fate != KT_STORE_OK) {
-        if (synchronous) {
-            abandon_inflight(repl);
-        }
-        (void)pthread_mutex_unlock(&repl->mutex);
-        repl_log(&repl->logger, KT_REPL_LOG_WARNING,
-                 "replication: transaction %llu %s: %s", (unsigned long long)entry.txid,
-                 fate == KT_STORE_INDETERMINATE ? "is indeterminate" : "was refused", why);
         *outcome = fate;
         return rc != SQLITE_OK ? rc : SQLITE_IOERR_FSYNC;
     }
-    (void)pthread_mutex_unlock(&repl->mutex);
-
-    fate = append_to_log(repl, &entry, synchronous);
-
-    (void)pthread_mutex_lock(&repl->mutex);
-    if (fate != KT_STORE_OK) {
-        repl->inflight.maybe_sent = repl->inflight.maybe_sent || synchronous;
-        abandon_inflight(repl);
-        (void)pthread_mutex_unlock(&repl->mutex);
-        *outcome = fate;
-        return SQLITE_IOERR_FSYNC;
-    }
-    inflight_clear(&repl->inflight);
-    repl_walsender_wake(repl); /* confirm it, or stream it (asynchronous) */
-    (void)pthread_cond_broadcast(&repl->changed);
-    (void)pthread_mutex_unlock(&repl->mutex);
     maybe_compact(repl);
     return SQLITE_OK;
 }

@@ -498,6 +498,34 @@ static int logged_end(int fd, const repl_wal_cursor *logged, const repl_wal_curs
     return 0;
 }
 
+/* Whether another process has the database open: SQLite's unix VFS holds a shared lock on the
+ * -shm's "DMS" byte (offset 128) for as long as a connection is open. Cutting the -wal under such
+ * a connection would pull frames from under its wal-index. F_GETLK only asks; and this process
+ * holds no lock on the file yet (reconciliation runs before any connection opens), so closing
+ * the descriptor releases nothing. */
+static bool database_in_use(const kt_repl *repl)
+{
+    size_t size = strlen(repl->database_path) + sizeof "-shm";
+    char *shm_path = malloc(size);
+    if (shm_path == NULL) {
+        return true;
+    }
+    (void)snprintf(shm_path, size, "%s-shm", repl->database_path);
+    int fd = open(shm_path, O_RDWR | O_CLOEXEC);
+    free(shm_path);
+    if (fd < 0) {
+        return false;
+    }
+    struct flock probe = {0};
+    probe.l_type = F_WRLCK;
+    probe.l_whence = SEEK_SET;
+    probe.l_start = 128;
+    probe.l_len = 1;
+    bool in_use = fcntl(fd, F_GETLK, &probe) != 0 || probe.l_type != F_UNLCK;
+    (void)close(fd);
+    return in_use;
+}
+
 static int reconcile_file(kt_repl *repl, int fd, repl_wal_cursor *committed, char *error,
                           size_t error_size)
 {
@@ -528,6 +556,13 @@ static int reconcile_file(kt_repl *repl, int fd, repl_wal_cursor *committed, cha
                    "%s holds %u committed transactions that the replication log does not; "
                    "something other than keytrustee-db wrote the database",
                    repl->wal_path, commits);
+        return -1;
+    }
+    if (database_in_use(repl)) {
+        repl_error(error, error_size,
+                   "%s holds a transaction that was never acknowledged, and another process has "
+                   "the database open; stop it and start again",
+                   repl->wal_path);
         return -1;
     }
     if (ftruncate(fd, (off_t)from.offset) != 0 || fsync(fd) != 0) {

@@ -218,7 +218,7 @@ static int receive_basecopy(receiver *session)
     kt_repl *repl = session->repl;
     unsigned char *payload = NULL;
     size_t length = 0;
-    char error[256];
+    char error[256] = "out of memory";
     repl_msg_basecopy_begin begin;
     set_state(repl, REPL_STATE_BASECOPY, "the active sends a full copy");
     if (receive_expected(session, REPL_MSG_BASECOPY_BEGIN, &payload, &length,
@@ -237,8 +237,10 @@ static int receive_basecopy(receiver *session)
     }
     free(temp_path);
     if (result != 0) {
-        repl_log(&repl->logger, KT_REPL_LOG_ERROR, "replication: base copy failed: %s", error);
-        return -1;
+        char why[320];
+        (void)snprintf(why, sizeof why, "installing a full copy failed: %s", error);
+        diverged(repl, why); /* a pause before the next (whole) copy */
+        return -2;
     }
     repl_log(&repl->logger, KT_REPL_LOG_INFO,
              "replication: installed a full copy at transaction %llu",
@@ -286,8 +288,9 @@ static int handshake(receiver *session)
         return -1;
     }
     if (decision.kind == REPL_DECIDE_BASECOPY) {
-        if (receive_basecopy(session) != 0) {
-            return -1;
+        int received = receive_basecopy(session);
+        if (received != 0) {
+            return received;
         }
     } else if (keep_through(session, &decision.keep_through) != 0) {
         return -1;

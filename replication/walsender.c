@@ -606,7 +606,8 @@ static void *session_main(void *argument)
                             HANDSHAKE_TIMEOUT_MS, error, sizeof error) != 0) {
         repl_log(&repl->logger, KT_REPL_LOG_WARNING, "replication: %s", error);
         (void)pthread_mutex_lock(&repl->mutex);
-        session->fd = -1; /* closed by the failed accept */
+        (void)close(session->fd); /* under the mutex: stop may be shutting it down */
+        session->fd = -1;
         session->done = true;
         (void)pthread_mutex_unlock(&repl->mutex);
         return NULL;

@@ -90,7 +90,7 @@ for i in $(seq 1 30); do [ "$(ctl a put "sync-$i" "value-$i")" = ok ] || failure
 check "30 synchronous writes acknowledged" test "$failures" -eq 0
 check "synchronous storage write" quiet ctl a org beta
 check "a transaction larger than the page cache" quiet ctl a big large 300
-check "the passive has a synchronous write right after it returned" quiet ctl p get sync-30
+check "the passive applies a synchronous write once confirmed" wait_for 30 ctl p get sync-30
 check "nodes identical after synchronous writes" identical
 
 # ---- the passive killed with -9: refused within 2 s, never appears ------------------------------
@@ -145,6 +145,21 @@ check "asynchronous writes accepted without a passive" test "$failures" -eq 0
 start_passive
 check "passive catches up" wait_for 100 state_is p in_sync
 check "nodes identical after catch-up" identical
+
+# ---- the passive away longer than the active keeps its log: a full copy into the live database ---
+
+kt_stop passive KILL
+kt_stop active
+start_active --retain 200000
+failures=0
+for i in $(seq 1 6); do [ "$(ctl a big "gone-$i" 100)" = ok ] || failures=$((failures + 1)); done
+check "writes while the passive is away" test "$failures" -eq 0
+start_passive
+check "passive in sync again" wait_for 150 state_is p in_sync
+check "the active sent a full copy (its log no longer held the passive's position)" \
+  grep -q "active at [0-9]*: base copy$" "$W/active.log"
+check "the passive installed it into its live database" grep -q "installed a full copy" "$W/passive.log"
+check "nodes identical after the full copy" identical
 
 # ---- a peer with the wrong pair key ---------------------------------------------------------------
 

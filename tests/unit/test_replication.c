@@ -17,6 +17,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "replication/internal.h"
@@ -58,7 +59,7 @@ static void quiet_log(void *context, kt_repl_log_level level, const char *messag
 {
     (void)context;
     silence_count++;
-    if (getenv("KT_REPL_TEST_VERBOSE") != NULL || level == KT_REPL_LOG_ERROR) {
+    if (getenv("KT_REPL_TEST_VERBOSE") != NULL) {
         fprintf(stderr, "    [log %d] %s\n", level, message);
     }
 }
@@ -322,16 +323,21 @@ TEST(spool_append_recover_torn_tail_truncate_compact)
         CHECK(repl_spool_append(spool, &entry, true) == 0);
         tip = repl_entry_position(&entry);
     }
+    uint64_t size = repl_spool_bytes(spool); /* the fourth entry ends here */
     repl_entry stale = make_entry(&genesis, frames, sizeof frames);
     CHECK(repl_spool_append(spool, &stale, true) != 0); /* does not follow the tip */
     kt_repl_position third;
     REQUIRE(repl_spool_position_at(spool, 3, &third));
     CHECK(repl_spool_confirm(spool, 3, third.hash) == 0);
     CHECK_EQ_INT(repl_spool_confirmed(spool), 3);
-    uint64_t size = repl_spool_bytes(spool);
+    kt_repl_position fourth;
+    REQUIRE(repl_spool_position_at(spool, 4, &fourth));
+    CHECK(repl_spool_note_applied(spool, &fourth) != 0); /* not confirmed: cannot be applied */
+    CHECK(repl_spool_note_applied(spool, &third) == 0);
+    CHECK_EQ_INT(repl_spool_applied(spool).txid, 3);
     repl_spool_close(spool);
 
-    /* A torn tail: the last record loses its end, and garbage follows. */
+    /* A torn tail: the fourth entry loses its end (and the records after it), garbage follows. */
     REQUIRE(truncate(path, (off_t)(size - 100)) == 0);
     int fd = open(path, O_WRONLY | O_APPEND);
     REQUIRE(fd >= 0);
@@ -340,6 +346,7 @@ TEST(spool_append_recover_torn_tail_truncate_compact)
     REQUIRE(repl_spool_open(&spool, path, NULL, NULL, &logger, error, sizeof error) == 0);
     CHECK_EQ_INT(repl_spool_tip(spool).txid, 3);
     CHECK_EQ_INT(repl_spool_confirmed(spool), 0); /* the CONFIRM record was in the torn tail */
+    CHECK_EQ_INT(repl_spool_applied(spool).txid, 0); /* and so was the APPLIED one */
     CHECK(repl_spool_confirm(spool, 2, third.hash) != 0); /* wrong hash */
     kt_repl_position second;
     REQUIRE(repl_spool_position_at(spool, 2, &second));
@@ -347,8 +354,35 @@ TEST(spool_append_recover_torn_tail_truncate_compact)
     struct stat status;
     CHECK(stat(path, &status) == 0 && (uint64_t)status.st_size == repl_spool_bytes(spool));
 
+    repl_spool_close(spool);
+
+    /* A power cut: the file grew but its last blocks hold zeros; or a record's bytes rotted. */
+    uint64_t good_size = (uint64_t)status.st_size;
+    fd = open(path, O_WRONLY | O_APPEND);
+    REQUIRE(fd >= 0);
+    unsigned char zeros[3000] = {0};
+    CHECK(write(fd, zeros, sizeof zeros) == (ssize_t)sizeof zeros);
+    close(fd);
+    REQUIRE(repl_spool_open(&spool, path, NULL, NULL, &logger, error, sizeof error) == 0);
+    CHECK_EQ_INT(repl_spool_tip(spool).txid, 3);
+    CHECK(stat(path, &status) == 0 && (uint64_t)status.st_size == good_size);
+    repl_spool_close(spool);
+    fd = open(path, O_RDWR);
+    REQUIRE(fd >= 0);
+    unsigned char byte = 0;
+    CHECK(pread(fd, &byte, 1, (off_t)good_size - 10) == 1);
+    byte ^= 0x10;
+    CHECK(pwrite(fd, &byte, 1, (off_t)good_size - 10) == 1);
+    close(fd);
+    REQUIRE(repl_spool_open(&spool, path, NULL, NULL, &logger, error, sizeof error) == 0);
+    CHECK_EQ_INT(repl_spool_tip(spool).txid, 3);
+    CHECK_EQ_INT(repl_spool_confirmed(spool), 0); /* the rotten record was the confirmation */
+    CHECK(stat(path, &status) == 0 && (uint64_t)status.st_size < good_size);
+    CHECK(repl_spool_confirm(spool, 2, second.hash) == 0);
+
     /* Unconfirmed entries can be dropped, confirmed ones cannot. */
     CHECK(repl_spool_truncate_after(spool, 1) != 0);
+    CHECK(repl_spool_note_applied(spool, &second) == 0);
     CHECK(repl_spool_truncate_after(spool, 2) == 0);
     CHECK_EQ_INT(repl_spool_tip(spool).txid, 2);
     repl_entry entry;
@@ -375,6 +409,7 @@ TEST(spool_append_recover_torn_tail_truncate_compact)
     kt_repl_position reopened = repl_spool_tip(spool);
     CHECK(repl_position_same(&reopened, &tip));
     CHECK_EQ_INT(repl_spool_confirmed(spool), 3);
+    CHECK_EQ_INT(repl_spool_applied(spool).txid, 3); /* the compaction's base */
     repl_spool_close(spool);
     scratch_remove(&place);
 }
@@ -751,6 +786,37 @@ TEST(startup_cuts_a_transaction_written_but_never_logged)
     sqlite3_close(rogue);
     CHECK(kt_repl_start(&repl, &config, error, sizeof error) != 0);
     CHECK(strstr(error, "something other than keytrustee-db") != NULL);
+    /* One unacknowledged transaction, but another process has the database open: cutting the
+     * -wal under it would break its wal-index, so startup refuses until it is gone. */
+    sqlite3 *other = open_writer(place.db, NULL, 2000);
+    CHECK(sqlite3_exec(other, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(other);
+    REQUIRE(kt_repl_start(&repl, &config, error, sizeof error) == 0); /* empty -wal: fine */
+    kt_repl_stop(repl);
+    int ready[2], finish[2];
+    REQUIRE(pipe(ready) == 0 && pipe(finish) == 0);
+    pid_t child = fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        sqlite3 *holder = open_writer(place.db, NULL, 2000);
+        char byte = put(holder, "z", 1) == SQLITE_OK ? 'y' : 'n';
+        (void)!write(ready[1], &byte, 1);
+        (void)!read(finish[0], &byte, 1);
+        _exit(0); /* like a crash: no close, no checkpoint */
+    }
+    char byte = 0;
+    CHECK(read(ready[0], &byte, 1) == 1 && byte == 'y');
+    CHECK(kt_repl_start(&repl, &config, error, sizeof error) != 0);
+    CHECK(strstr(error, "another process") != NULL);
+    CHECK(write(finish[1], "x", 1) == 1);
+    CHECK(waitpid(child, NULL, 0) == child);
+    REQUIRE(kt_repl_start(&repl, &config, error, sizeof error) == 0);
+    CHECK_EQ_INT(count_rows(place.db, "z"), 0);
+    kt_repl_stop(repl);
+    close(ready[0]);
+    close(ready[1]);
+    close(finish[0]);
+    close(finish[1]);
     scratch_remove(&place);
 }
 
