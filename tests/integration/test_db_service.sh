@@ -147,7 +147,8 @@ else
 fi
 
 expect "status" '{"op":"status"}' '"ok":true' '"role":"standalone"' '"writable":true' \
-  '"version":"0.1.0"' '"schema_version":' '"orgs":0' '"replication":{"role":"standalone","state":"standalone"}'
+  '"version":"0.1.0"' '"schema_version":' '"orgs":0' \
+  '"replication":{' '"state":"standalone"' '"peer_connected":false'
 
 # ---- orgs ---------------------------------------------------------------------------------------
 
