@@ -2,6 +2,7 @@
  * secret.c — library start-up, guarded memory for secrets, constant-time comparison, randomness
  * and random (version 4) UUIDs.
  */
+#include <pthread.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,21 +15,131 @@ int kt_crypto_init(void)
     return sodium_init() < 0 ? -1 : 0;
 }
 
-kt_secret *kt_secret_new(size_t length)
+/*
+ * Secret buffers and their per-thread cache.
+ *
+ * Every secret lives in a sodium_malloc region: mlocked, between guard pages, wiped when freed.
+ * Getting such a region costs an mmap, two mprotects, an mlock and, at free, a munmap — with TLB
+ * shootdowns across cores. keytrusteed needs a few secret buffers per request, and paying that
+ * on each one made the kernel's page-table work the biggest cost of a deposit read.
+ *
+ * So a freed buffer is wiped (all of its capacity, not just the bytes used) and kept in a small
+ * per-thread cache by power-of-two size class, still mlocked and guarded, for the next
+ * kt_secret_new of that class. What this gives up: a secret shorter than its region no longer ends
+ * exactly at the guard page, so an overflow past `length` is caught only at the region's end.
+ * Under AddressSanitizer the cache is off, so a use after kt_secret_free is still reported.
+ */
+#define SECRET_SMALLEST_CLASS_BITS 6u  /* 64 bytes */
+#define SECRET_CLASS_COUNT         13u /* up to 256 KiB */
+#define SECRET_CACHED_PER_CLASS    4u
+
+#if defined(__SANITIZE_ADDRESS__)
+#define SECRET_CACHE_ENABLED 0
+#else
+#define SECRET_CACHE_ENABLED 1
+#endif
+
+typedef struct secret_block {
+    kt_secret secret; /* first: a kt_secret * is a secret_block * */
+    size_t capacity;
+    struct secret_block *next;
+} secret_block;
+
+typedef struct secret_cache {
+    secret_block *free_blocks[SECRET_CLASS_COUNT];
+    unsigned counts[SECRET_CLASS_COUNT];
+} secret_cache;
+
+static __thread secret_cache *thread_cache;
+static pthread_key_t cache_key;
+static pthread_once_t cache_key_once = PTHREAD_ONCE_INIT;
+
+static void release_block(secret_block *block)
 {
-    kt_secret *secret = calloc(1, sizeof *secret);
-    if (secret == NULL)
+    sodium_free(block->secret.bytes); /* zeroes before unmapping */
+    free(block);
+}
+
+/* Runs at thread exit: hands the thread's cached regions back to the system. */
+static void destroy_cache(void *opaque)
+{
+    secret_cache *cache = opaque;
+    for (unsigned index = 0; index < SECRET_CLASS_COUNT; index++) {
+        while (cache->free_blocks[index] != NULL) {
+            secret_block *block = cache->free_blocks[index];
+            cache->free_blocks[index] = block->next;
+            release_block(block);
+        }
+    }
+    free(cache);
+}
+
+static void create_cache_key(void)
+{
+    if (pthread_key_create(&cache_key, destroy_cache) != 0)
+        cache_key = (pthread_key_t)-1;
+}
+
+static secret_cache *current_cache(void)
+{
+    if (!SECRET_CACHE_ENABLED)
         return NULL;
-    /* Always allocate at least one byte so that `bytes` is a real guarded allocation. */
-    secret->bytes = sodium_malloc(length > 0 ? length : 1);
-    if (secret->bytes == NULL) {
-        free(secret);
+    if (thread_cache != NULL)
+        return thread_cache;
+    if (pthread_once(&cache_key_once, create_cache_key) != 0 || cache_key == (pthread_key_t)-1)
+        return NULL;
+    secret_cache *cache = calloc(1, sizeof *cache);
+    if (cache == NULL)
+        return NULL;
+    if (pthread_setspecific(cache_key, cache) != 0) {
+        free(cache);
         return NULL;
     }
-    /* sodium_malloc fills with 0xdb to expose uninitialised use; callers are promised zeros. */
-    sodium_memzero(secret->bytes, length > 0 ? length : 1);
-    secret->length = length;
-    return secret;
+    thread_cache = cache;
+    return cache;
+}
+
+/* The size class holding `length` bytes, or SECRET_CLASS_COUNT when it is too big to cache. */
+static unsigned size_class(size_t length, size_t *capacity)
+{
+    size_t size = (size_t)1 << SECRET_SMALLEST_CLASS_BITS;
+    for (unsigned index = 0; index < SECRET_CLASS_COUNT; index++, size <<= 1) {
+        if (length <= size) {
+            *capacity = size;
+            return index;
+        }
+    }
+    *capacity = length > 0 ? length : 1;
+    return SECRET_CLASS_COUNT;
+}
+
+kt_secret *kt_secret_new(size_t length)
+{
+    size_t capacity = 0;
+    unsigned index = size_class(length, &capacity);
+    secret_cache *cache = index < SECRET_CLASS_COUNT ? current_cache() : NULL;
+    secret_block *block = NULL;
+    if (cache != NULL && cache->free_blocks[index] != NULL) {
+        block = cache->free_blocks[index];
+        cache->free_blocks[index] = block->next;
+        cache->counts[index]--;
+    } else {
+        block = calloc(1, sizeof *block);
+        if (block == NULL)
+            return NULL;
+        block->secret.bytes = sodium_malloc(capacity);
+        if (block->secret.bytes == NULL) {
+            free(block);
+            return NULL;
+        }
+        block->capacity = capacity;
+        /* sodium_malloc fills with 0xdb to expose uninitialised use; callers are promised zeros
+         * (cached blocks were wiped when they were freed). */
+        sodium_memzero(block->secret.bytes, capacity);
+    }
+    block->next = NULL;
+    block->secret.length = length;
+    return &block->secret;
 }
 
 kt_secret *kt_secret_from(const void *bytes, size_t length)
@@ -43,8 +154,20 @@ void kt_secret_free(kt_secret *secret)
 {
     if (secret == NULL)
         return;
-    sodium_free(secret->bytes); /* zeroes before unmapping */
-    free(secret);
+    secret_block *block = (secret_block *)secret;
+    sodium_memzero(block->secret.bytes, block->capacity);
+    size_t capacity = 0;
+    unsigned index = size_class(block->capacity, &capacity);
+    secret_cache *cache = index < SECRET_CLASS_COUNT && capacity == block->capacity
+                              ? current_cache()
+                              : NULL;
+    if (cache != NULL && cache->counts[index] < SECRET_CACHED_PER_CLASS) {
+        block->next = cache->free_blocks[index];
+        cache->free_blocks[index] = block;
+        cache->counts[index]++;
+        return;
+    }
+    release_block(block);
 }
 
 void kt_wipe(void *buffer, size_t length)

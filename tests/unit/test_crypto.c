@@ -396,6 +396,68 @@ TEST(fingerprint_format_and_stability)
     kt_secret_free(secret_key);
 }
 
+/* ---- Named key derivation ------------------------------------------------------------------- */
+
+/* Expected values from Python's hashlib.blake2b(b"keytrustee-mount-key-v1\0" + name,
+ * key=bytes(range(32)), digest_size=32): an implementation independent of libsodium. */
+TEST(derive_key_known_answers_and_separation)
+{
+    kt_secret *master = kt_secret_new(KT_KEY_BYTES);
+    REQUIRE(master != NULL);
+    for (size_t index = 0; index < KT_KEY_BYTES; index++)
+        master->bytes[index] = (unsigned char)index;
+    kt_secret *first = NULL, *again = NULL, *empty = NULL, *other = NULL, *relabeled = NULL;
+    REQUIRE(kt_derive_key(&first, master, "keytrustee-mount-key-v1", "data01", 6) == 0);
+    char hex[2 * KT_KEY_BYTES + 1];
+    sodium_bin2hex(hex, sizeof hex, first->bytes, first->length);
+    CHECK_EQ_STR(hex, "d648afbed5ebe4914414eb7d2e3f3091ab5b7bbda443a2cb4da9b888a63ec941");
+    REQUIRE(kt_derive_key(&empty, master, "keytrustee-mount-key-v1", NULL, 0) == 0);
+    sodium_bin2hex(hex, sizeof hex, empty->bytes, empty->length);
+    CHECK_EQ_STR(hex, "a569d118ecc15d9f566d57c71c67a00652a543d8001aa7c8b14167646c5cf99f");
+
+    REQUIRE(kt_derive_key(&again, master, "keytrustee-mount-key-v1", "data01", 6) == 0);
+    CHECK(kt_equal(first->bytes, again->bytes, KT_KEY_BYTES));
+    REQUIRE(kt_derive_key(&other, master, "keytrustee-mount-key-v1", "data02", 6) == 0);
+    CHECK(!kt_equal(first->bytes, other->bytes, KT_KEY_BYTES));
+    /* label "a" + name "bc" must differ from label "ab" + name "c": the NUL separates them. */
+    kt_secret *split_one = NULL, *split_two = NULL;
+    REQUIRE(kt_derive_key(&split_one, master, "a", "bc", 2) == 0);
+    REQUIRE(kt_derive_key(&split_two, master, "ab", "c", 1) == 0);
+    CHECK(!kt_equal(split_one->bytes, split_two->bytes, KT_KEY_BYTES));
+    master->bytes[0] ^= 1;
+    REQUIRE(kt_derive_key(&relabeled, master, "keytrustee-mount-key-v1", "data01", 6) == 0);
+    CHECK(!kt_equal(first->bytes, relabeled->bytes, KT_KEY_BYTES));
+    kt_secret_free(first);
+    kt_secret_free(again);
+    kt_secret_free(empty);
+    kt_secret_free(other);
+    kt_secret_free(relabeled);
+    kt_secret_free(split_one);
+    kt_secret_free(split_two);
+    kt_secret_free(master);
+}
+
+TEST(derive_key_refuses_bad_arguments)
+{
+    kt_secret *master = kt_secret_new(KT_KEY_BYTES);
+    kt_secret *short_master = kt_secret_new(16);
+    REQUIRE(master != NULL && short_master != NULL);
+    kt_secret *derived = (kt_secret *)master; /* must be reset to NULL on failure */
+    CHECK(kt_derive_key(&derived, short_master, "label", "x", 1) == -1);
+    CHECK(derived == NULL);
+    CHECK(kt_derive_key(&derived, master, "", "x", 1) == -1);
+    CHECK(kt_derive_key(&derived, master, NULL, "x", 1) == -1);
+    CHECK(kt_derive_key(&derived, master, "label", NULL, 1) == -1);
+    CHECK(kt_derive_key(&derived, NULL, "label", "x", 1) == -1);
+    static char long_name[KT_DERIVE_NAME_MAX + 1];
+    memset(long_name, 'n', sizeof long_name);
+    CHECK(kt_derive_key(&derived, master, "label", long_name, sizeof long_name) == -1);
+    CHECK(kt_derive_key(&derived, master, "label", long_name, KT_DERIVE_NAME_MAX) == 0);
+    kt_secret_free(derived);
+    kt_secret_free(master);
+    kt_secret_free(short_master);
+}
+
 /* ---- AEAD ------------------------------------------------------------------------------------ */
 
 TEST(aead_round_trip)
@@ -1316,4 +1378,30 @@ int main(void)
         return 1;
     }
     return unit_run();
+}
+
+/* Freed secrets are recycled by size class: a recycled buffer must come back all zeros, whatever
+ * its previous owner wrote into all of its capacity, and of the length asked for. */
+TEST(secret_recycled_buffers_are_zeroed)
+{
+    for (int round = 0; round < 3; round++) {
+        kt_secret *first = kt_secret_new(100);
+        REQUIRE(first != NULL);
+        memset(first->bytes, 0xAA, 128); /* the whole 128-byte size class */
+        kt_secret_free(first);
+        kt_secret *second = kt_secret_new(120);
+        REQUIRE(second != NULL);
+        CHECK_EQ_INT(second->length, 120);
+        bool zero = true;
+        for (size_t i = 0; i < second->length; i++)
+            zero = zero && second->bytes[i] == 0;
+        CHECK(zero);
+        kt_secret_free(second);
+    }
+    kt_secret *empty = kt_secret_new(0);
+    CHECK(empty != NULL && empty->bytes != NULL && empty->length == 0);
+    kt_secret_free(empty);
+    kt_secret *large = kt_secret_new(512 * 1024); /* past the largest class: not cached */
+    CHECK(large != NULL && large->length == 512 * 1024 && large->bytes[512 * 1024 - 1] == 0);
+    kt_secret_free(large);
 }
