@@ -10,7 +10,8 @@
 #include "storage/internal.h"
 
 #define CLIENT_SELECT                                                                          \
-    "SELECT c.fingerprint, c.org_uuid, o.name, c.name, c.public_key, c.created, c.state "      \
+    "SELECT c.fingerprint, c.org_uuid, o.name, c.name, c.public_key, c.created, c.state, "     \
+    "o.state "                                                                                 \
     "FROM clients AS c JOIN orgs AS o ON o.uuid = c.org_uuid "
 
 typedef struct client_state_change {
@@ -93,7 +94,8 @@ static kt_store_status read_client(kt_store *store, sqlite3_stmt *row, kt_client
         kt_column_text(row, 2, client->org_name, sizeof client->org_name) != 0 ||
         kt_column_text(row, 3, client->name, sizeof client->name) != 0 ||
         kt_column_blob(row, 4, client->public_key, sizeof client->public_key, &key_length) != 0 ||
-        key_length != sizeof client->public_key || kt_column_state(row, 6, &client->state) != 0) {
+        key_length != sizeof client->public_key || kt_column_state(row, 6, &client->state) != 0 ||
+        kt_column_state(row, 7, &client->org_state) != 0) {
         memset(client, 0, sizeof *client);
         return kt_store_fail(store, KT_STORE_ERROR,
                              "a stored client does not fit this keytrustee's limits "

@@ -85,6 +85,7 @@ typedef struct kt_client_record {
     unsigned char public_key[KT_SIGN_PUBLIC_BYTES];
     int64_t created;
     kt_state state;
+    kt_state org_state;                 /* filled by reads: a client of a disabled org is refused */
 } kt_client_record;
 
 typedef struct kt_deposit {

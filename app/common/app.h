@@ -65,7 +65,7 @@
  *                   peer_address, position{epoch,txid,hash}, peer_position{epoch,txid,hash},
  *                   lag_transactions, lag_ms
  *   org object:     uuid, name, contacts, created, expires, state, auth_box
- *   client object:  fingerprint, org, org_uuid, name, public_key, created, state
+ *   client object:  fingerprint, org, org_uuid, org_state, name, public_key, created, state
  *   deposit object: uuid, client, handle, description, created, state[, box]
  *
  *   Error codes: bad_request, not_found, conflict, passive (this node is the passive; the response

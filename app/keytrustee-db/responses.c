@@ -71,11 +71,12 @@ json_t *kt_org_object(const kt_org *org)
 
 json_t *kt_client_object(const kt_client_record *client)
 {
-    json_t *object = json_pack("{s:s, s:s, s:s, s:s, s:I, s:s}", "fingerprint",
+    json_t *object = json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:s}", "fingerprint",
                                client->fingerprint, "org", client->org_name, "org_uuid",
                                client->org_uuid, "name", client->name, "created",
                                (json_int_t)client->created, "state",
-                               kt_state_name(client->state));
+                               kt_state_name(client->state), "org_state",
+                               kt_state_name(client->org_state));
     if (object != NULL && kt_json_set_base64(object, "public_key", client->public_key,
                                              sizeof client->public_key) != 0) {
         json_decref(object);

@@ -626,6 +626,15 @@ TEST(client_add_get_state_and_list)
     CHECK(memcmp(client.public_key, world.client.public_key, KT_SIGN_PUBLIC_BYTES) == 0);
     CHECK_EQ_INT(client.created, 1700000100);
     CHECK_EQ_INT(client.state, KT_STATE_ACTIVE);
+    CHECK_EQ_INT(client.org_state, KT_STATE_ACTIVE);
+
+    /* The org's state comes with the client, so one lookup authorizes a request. */
+    CHECK_EQ_INT(kt_store_org_set_state(world.store, "acme", KT_STATE_DISABLED), KT_STORE_OK);
+    CHECK_EQ_INT(kt_store_client_get(world.store, world.client.fingerprint, &client),
+                 KT_STORE_OK);
+    CHECK_EQ_INT(client.org_state, KT_STATE_DISABLED);
+    CHECK_EQ_INT(client.state, KT_STATE_ACTIVE);
+    CHECK_EQ_INT(kt_store_org_set_state(world.store, "acme", KT_STATE_ACTIVE), KT_STORE_OK);
 
     CHECK_EQ_INT(kt_store_client_add(world.store, &world.client), KT_STORE_CONFLICT);
 
