@@ -74,7 +74,8 @@ tests: $(UNIT_TESTS) $(TEST_HELPERS)
 deps:
 	@scripts/install-deps.sh
 
-$(CIVETWEB)/src/civetweb.c:
+# Fetched again when our patches change (scripts/patches/, applied by the fetch script).
+$(CIVETWEB)/src/civetweb.c: scripts/fetch-civetweb.sh $(wildcard scripts/patches/*.patch)
 	@scripts/fetch-civetweb.sh $(THIRD_PARTY)
 
 civetweb: $(CIVETWEB_OBJ)
@@ -175,3 +176,112 @@ $(BENCH_BIN)/%: bench/tools/%.c $(OUR_LIBS)
 # ---- end of bench tools ---------------------------------------------------------------------------
 
 -include $(shell find $(OUT)/obj -name '*.d' 2>/dev/null)
+
+# ---- fuzzing --------------------------------------------------------------------------------------
+# libFuzzer targets tests/fuzz/fuzz_NAME.c, built with clang under ASan + UBSan (our libraries are
+# rebuilt with coverage instrumentation into build/fuzz/), each with its seed corpus in
+# tests/fuzz/corpus/NAME/ (tests/fuzz/run.sh says how they are run).
+#   make fuzz-build     build every target into build/fuzz/bin
+#   make fuzz           run each target for FUZZ_SECONDS (default 60), FUZZ_JOBS at a time; new
+#                       inputs go to build/fuzz/corpus/NAME, crashes to build/fuzz/crashes/NAME
+#   make fuzz-regress   run each target once over its committed corpus (make test does this)
+#   make fuzz-long      make fuzz with FUZZ_LONG_SECONDS (600) per target, for check-long
+# FUZZ_TARGETS=api,wire limits any of them to those targets.
+FUZZ_CC           ?= clang
+FUZZ_SECONDS      ?= 60
+FUZZ_LONG_SECONDS ?= 600
+FUZZ_JOBS         ?= 1
+FUZZ_OUT          := $(BUILD)/fuzz
+FUZZ_SAN          := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_CFLAGS       := -std=c17 -O1 -g $(WARNINGS) $(FUZZ_SAN) -fsanitize=fuzzer-no-link
+FUZZ_CPPFLAGS     := $(CPPFLAGS) -isystem $(CIVETWEB)/include $(CIVETWEB_DEFINES)
+FUZZ_LDFLAGS      := $(FUZZ_SAN) -fsanitize=fuzzer -pthread
+
+FUZZ_NAMES := $(sort $(patsubst tests/fuzz/fuzz_%.c,%,$(filter-out tests/fuzz/fuzz_support.c,\
+                $(wildcard tests/fuzz/fuzz_*.c))))
+FUZZ_BINS  := $(addprefix $(FUZZ_OUT)/bin/fuzz_,$(FUZZ_NAMES))
+FUZZ_LIB   := $(FUZZ_OUT)/lib/libktfuzz.a
+fuzz_obj    = $(patsubst %.c,$(FUZZ_OUT)/obj/%.o,$(1))
+
+# keytrusteed without main, the CivetWeb server and TLS files: request handling over the fake
+# CivetWeb of tests/fuzz/fake_civetweb.c. keytrustee-db: the op handlers and their validation
+# (the writer thread and replication glue are stubbed in the target).
+FUZZ_KTD_SRC := $(filter-out app/keytrusteed/main.c app/keytrusteed/server.c \
+                  app/keytrusteed/tls.c,\
+                  $(sort $(wildcard app/keytrusteed/*.c)))
+FUZZ_KTDB_OPS_SRC := app/keytrustee-db/operations.c app/keytrustee-db/request_fields.c \
+                     app/keytrustee-db/responses.c app/keytrustee-db/settings.c
+
+FUZZ_EXTRA_api      := tests/fuzz/fake_civetweb.c $(FUZZ_KTD_SRC)
+FUZZ_EXTRA_query    := app/keytrusteed/query.c
+FUZZ_EXTRA_db_ops   := $(FUZZ_KTDB_OPS_SRC)
+FUZZ_EXTRA_config   := app/keytrustee-db/settings.c
+
+.PHONY: fuzz fuzz-build fuzz-regress fuzz-long
+fuzz-build: $(FUZZ_BINS)
+
+# tests/run.sh runs every target over its corpus, so the suites need the targets built (after
+# deps: clang comes from scripts/install-deps.sh).
+test check-long: fuzz-build
+
+fuzz: fuzz-build
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_JOBS=$(FUZZ_JOBS) tests/fuzz/run.sh fuzz
+
+fuzz-long: fuzz-build
+	FUZZ_SECONDS=$(FUZZ_LONG_SECONDS) FUZZ_JOBS=$(FUZZ_JOBS) tests/fuzz/run.sh fuzz
+
+fuzz-regress: fuzz-build
+	tests/fuzz/run.sh regress
+
+# Keeps build/fuzz/corpus (inputs found by fuzzing) and build/fuzz/crashes.
+.PHONY: fuzz-clean
+fuzz-clean:
+	rm -rf $(FUZZ_OUT)/bin $(FUZZ_OUT)/lib $(FUZZ_OUT)/obj $(FUZZ_OUT)/logs
+clean: fuzz-clean
+
+# Every fuzz object may include civetweb.h (the fake CivetWeb and keytrusteed's files do).
+$(FUZZ_OUT)/obj/%.o: %.c | deps $(CIVETWEB)/src/civetweb.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CPPFLAGS) $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
+
+$(FUZZ_LIB): $(call fuzz_obj,$(CRYPTO_SRC) $(STORAGE_SRC) $(REPL_SRC) $(COMMON_SRC) $(CLIENTLIB_SRC))
+	@mkdir -p $(dir $@)
+	@rm -f $@
+	ar rcs $@ $^
+
+.SECONDEXPANSION:
+$(FUZZ_OUT)/bin/fuzz_%: $(FUZZ_OUT)/obj/tests/fuzz/fuzz_%.o $(FUZZ_OUT)/obj/tests/fuzz/fuzz_support.o \
+                        $$(call fuzz_obj,$$(FUZZ_EXTRA_$$*)) $(FUZZ_LIB)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_LDFLAGS) -o $@ $(filter %.o,$^) $(FUZZ_LIB) $(LDLIBS)
+
+-include $(shell find $(FUZZ_OUT)/obj -name '*.d' 2>/dev/null)
+# ---- end of fuzzing -------------------------------------------------------------------------------
+
+# ---- appliance image (image/, docs/appliance.md) --------------------------------------------------
+#   make image     build/image/vmlinuz + build/image/initrd.img: Debian's cloud kernel, busybox,
+#                  dropbear, rsync and our programs from build/bin (never the ASan build)
+#   make vm-pair   boot two fresh appliance VMs, keytrustee01 and keytrustee02, under qemu;
+#                  writes build/vm/pair.env (ports, SSH key) and prints how to reach them
+#   make vm-stop   power both off cleanly
+# Our programs go in dynamically linked, with the shared libraries ldd lists: the image needs glibc
+# anyway (dropbear, rsync), so one copy of sqlite/mbedTLS/libsodium beats four static ones.
+IMAGE_OUT      := $(abspath $(BUILD)/image)
+VM_DIR         := $(abspath $(BUILD)/vm)
+IMAGE_INPUTS   := image/build.sh image/packages.txt $(shell find image/rootfs -type f 2>/dev/null)
+IMAGE_PROGRAMS := $(addprefix $(BUILD)/bin/,keytrusteed keytrustee-db ktadmin keytrustee-orgtool)
+
+.PHONY: image vm-pair vm-stop
+image:
+	@$(MAKE) --no-print-directory SAN=0 all
+	@$(MAKE) --no-print-directory SAN=0 $(IMAGE_OUT)/initrd.img
+
+$(IMAGE_OUT)/initrd.img: $(IMAGE_INPUTS) $(IMAGE_PROGRAMS)
+	image/build.sh $(BUILD)/bin $(IMAGE_OUT)
+
+vm-pair: image
+	KT_VM_DIR=$(VM_DIR) KT_IMAGE_DIR=$(IMAGE_OUT) image/vm.sh pair
+
+vm-stop:
+	KT_VM_DIR=$(VM_DIR) KT_IMAGE_DIR=$(IMAGE_OUT) image/vm.sh stop
+# ---- end of appliance image -----------------------------------------------------------------------

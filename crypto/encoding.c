@@ -30,6 +30,15 @@ int kt_base64_decode(void *out, size_t out_size, size_t *out_length, const char 
 {
     size_t decoded_length = 0;
     const char *end = NULL;
+    /* libsodium 1.0.18 reads each character as a (signed) char, and its constant-time compares
+     * then take every byte from 0x80 to 0xff for a base64 digit: "\xff\xff==" decodes. Refuse
+     * any byte with the high bit set first, without a data-dependent branch (the text may be
+     * the base64 of a secret). Found by tests/fuzz/fuzz_base64.c. */
+    unsigned high_bits = 0;
+    for (size_t index = 0; index < text_length; index++)
+        high_bits |= (unsigned char)text[index];
+    if ((high_bits & 0x80u) != 0)
+        return -1;
     /* ignore = NULL: no whitespace allowed. libsodium stops at the first character that is not
      * base64 and reports where; anything left over means junk, so `end` must reach the end. */
     if (sodium_base642bin(out, out_size, text, text_length, NULL, &decoded_length, &end,

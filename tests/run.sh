@@ -2,6 +2,7 @@
 # Runs every test suite and ends with the line "N passed, M failed" (the sum over all suites).
 #
 #   unit suites:        build/asan/tests/test_*  (ASan + UBSan + LeakSanitizer)
+#   fuzz regression:    build/fuzz/bin/fuzz_* over tests/fuzz/corpus/* (tests/fuzz/run.sh regress)
 #   integration suites: tests/integration/test_*.sh against build/asan/bin (real processes, TLS,
 #                       SQLite files, kill -9)
 #
@@ -58,6 +59,15 @@ run_suite() {
 for test in "$KT_TESTS"/test_*; do
   [ -x "$test" ] || continue
   run_suite "unit/$(basename "$test")" "$test"
+done
+
+# Fuzz regression: every libFuzzer target once over its committed corpus (seeds and the inputs of
+# crashes fixed before), under ASan + UBSan + LeakSanitizer; a few seconds in all. Built by
+# `make fuzz-build` (make test does it); tests/fuzz/run.sh reports a target it cannot find.
+for source in tests/fuzz/fuzz_*.c; do
+  name=$(basename "$source" .c); name=${name#fuzz_}
+  [ -d "tests/fuzz/corpus/$name" ] || continue
+  run_suite "fuzz/$name" tests/fuzz/run.sh regress "$name"
 done
 
 for script in tests/integration/test_*.sh; do

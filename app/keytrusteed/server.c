@@ -12,13 +12,117 @@
  * they are good is the running context stopped and a new one started with them. Should that start
  * fail, the previous PEM (kept in memory) is started again, so a reload never leaves the node
  * without a server.
+ *
+ * TLS policy: the fetched CivetWeb is patched (scripts/patches/) to speak TLS 1.2 only, with ECDHE
+ * and AEAD cipher suites only, no renegotiation, and a deadline on every handshake
+ * (ssl_handshake_timeout_ms, KTD_TLS_HANDSHAKE_TIMEOUT here) so that a client that connects and
+ * says nothing cannot keep a worker thread. keytrustee.conf may narrow it: tls_min_version (only
+ * "1.2" is accepted: it is both the minimum and the newest version this mbedTLS has) and
+ * tls_ciphers (mbedTLS suite names separated by ':', each an ECDHE suite with AES-GCM or
+ * ChaCha20-Poly1305, e.g. TLS-ECDHE-ECDSA-WITH-AES-256-GCM-SHA384). They are read here, at start
+ * and on SIGHUP (a bad value refuses the start, or keeps the running settings on SIGHUP), and
+ * handed to CivetWeb as its ssl_protocol_version and ssl_cipher_list options.
  */
 #include <errno.h>
+#include <mbedtls/cipher.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/ssl_ciphersuites.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "app/keytrusteed/keytrusteed.h"
+
+#define KTD_TLS_HANDSHAKE_TIMEOUT "5000" /* ms for a whole TLS handshake */
+#define KTD_TLS_CIPHERS_MAX 1024
+
+/* The TLS settings CivetWeb runs with. */
+typedef struct tls_policy {
+    char ciphers[KTD_TLS_CIPHERS_MAX]; /* "": the patched CivetWeb's default AEAD list */
+} tls_policy;
+
+static tls_policy current_policy; /* what the running context was started with */
+
+/* ---- keytrustee.conf's TLS settings --------------------------------------------------------- */
+
+/* The rule the CivetWeb patch enforces too: forward secrecy and an AEAD cipher, full-length tag. */
+static bool cipher_suite_allowed(int id)
+{
+    const mbedtls_ssl_ciphersuite_t *suite = mbedtls_ssl_ciphersuite_from_id(id);
+    const mbedtls_cipher_info_t *cipher =
+        suite != NULL ? mbedtls_cipher_info_from_type(suite->cipher) : NULL;
+    return cipher != NULL &&
+           (suite->key_exchange == MBEDTLS_KEY_EXCHANGE_ECDHE_ECDSA ||
+            suite->key_exchange == MBEDTLS_KEY_EXCHANGE_ECDHE_RSA) &&
+           (cipher->mode == MBEDTLS_MODE_GCM || cipher->mode == MBEDTLS_MODE_CHACHAPOLY) &&
+           (suite->flags & (MBEDTLS_CIPHERSUITE_WEAK | MBEDTLS_CIPHERSUITE_SHORT_TAG)) == 0;
+}
+
+/* Checks tls_ciphers and copies it, separators made ':', into policy->ciphers. */
+static int read_ciphers(const char *path, const char *list, tls_policy *policy, char *error,
+                        size_t error_size)
+{
+    size_t used = 0;
+    for (const char *cursor = list; *cursor != '\0';) {
+        size_t length = strcspn(cursor, ":, ");
+        char name[96];
+        if (length >= sizeof name) {
+            snprintf(error, error_size, "%s: tls_ciphers holds a name that is too long", path);
+            return -1;
+        }
+        memcpy(name, cursor, length);
+        name[length] = '\0';
+        cursor += length + (cursor[length] != '\0' ? 1 : 0);
+        if (length == 0)
+            continue;
+        int id = mbedtls_ssl_get_ciphersuite_id(name);
+        if (id == 0 || !cipher_suite_allowed(id)) {
+            snprintf(error, error_size,
+                     "%s: tls_ciphers: %s is %s; give mbedTLS names of ECDHE suites with AES-GCM "
+                     "or ChaCha20-Poly1305, separated by ':' (e.g. "
+                     "TLS-ECDHE-ECDSA-WITH-AES-256-GCM-SHA384), or remove the line",
+                     path, name, id == 0 ? "not a cipher suite this mbedTLS knows" : "not allowed");
+            return -1;
+        }
+        if (used + length + 2 > sizeof policy->ciphers) {
+            snprintf(error, error_size, "%s: tls_ciphers is too long", path);
+            return -1;
+        }
+        if (used > 0)
+            policy->ciphers[used++] = ':';
+        memcpy(policy->ciphers + used, name, length + 1);
+        used += length;
+    }
+    return 0;
+}
+
+static int load_tls_policy(const ktd_daemon *daemon, tls_policy *policy, char *error,
+                           size_t error_size)
+{
+    char path[PATH_MAX];
+    kt_config *config = NULL;
+    memset(policy, 0, sizeof *policy);
+    if (kt_path_join(path, sizeof path, daemon->paths.confdir, KT_CONF_FILE) != 0) {
+        snprintf(error, error_size, "the path of %s is too long", KT_CONF_FILE);
+        return -1;
+    }
+    if (kt_config_load(path, true, &config, error, error_size) != 0)
+        return -1;
+    const char *version = kt_config_get(config, "tls_min_version", "1.2");
+    int result = -1;
+    if (strcmp(version, "1.2") != 0)
+        snprintf(error, error_size,
+                 "%s: tls_min_version = %.20s is not supported: TLS 1.2 is the minimum keytrustee "
+                 "accepts and the newest version its mbedTLS offers; write 1.2 or remove the line",
+                 path, version);
+    else
+        result = read_ciphers(path, kt_config_get(config, "tls_ciphers", ""), policy, error,
+                              error_size);
+    kt_config_free(config);
+    return result;
+}
+
+/* ---- CivetWeb ------------------------------------------------------------------------------- */
 
 static int log_civetweb(const struct mg_connection *connection, const char *message)
 {
@@ -44,20 +148,23 @@ static void log_listening(const ktd_daemon *daemon)
                daemon->keys->fingerprint);
 }
 
-static struct mg_context *start_context(ktd_daemon *daemon, const char *pem_path, char *error,
-                                        size_t error_size)
+static struct mg_context *start_context(ktd_daemon *daemon, const char *pem_path,
+                                        const tls_policy *policy, char *error, size_t error_size)
 {
     char ports[128];
     listening_ports(daemon, ports, sizeof ports);
     const char *options[] = {
         "listening_ports", ports,
         "ssl_certificate", pem_path,
+        "ssl_protocol_version", "4", /* TLS 1.2 */
+        "ssl_handshake_timeout_ms", KTD_TLS_HANDSHAKE_TIMEOUT,
         "num_threads", KTD_WORKER_THREADS,
         "request_timeout_ms", KTD_REQUEST_TIMEOUT,
         "enable_keep_alive", "yes",
         "keep_alive_timeout_ms", "5000",
         "decode_url", "no",
         "tcp_nodelay", "1",
+        policy->ciphers[0] != '\0' ? "ssl_cipher_list" : NULL, policy->ciphers,
         NULL,
     };
     struct mg_callbacks callbacks;
@@ -77,23 +184,27 @@ static struct mg_context *start_context(ktd_daemon *daemon, const char *pem_path
 }
 
 /* Writes the PEM for CivetWeb, starts it, removes the PEM file. */
-static int start_with(ktd_daemon *daemon, const kt_secret *pem, char *error, size_t error_size)
+static int start_with(ktd_daemon *daemon, const kt_secret *pem, const tls_policy *policy,
+                      char *error, size_t error_size)
 {
     char path[PATH_MAX];
     if (ktd_tls_pem_write(&daemon->paths, pem, path, sizeof path, error, error_size) != 0)
         return -1;
-    daemon->context = start_context(daemon, path, error, error_size);
+    daemon->context = start_context(daemon, path, policy, error, error_size);
     if (unlink(path) != 0)
         kt_log(KT_LOG_WARNING, "could not remove %s: %s", path, strerror(errno));
     if (daemon->context == NULL)
         return -1;
+    ktd_status_note_certificate(pem); /* for /v1/status and /metrics */
     log_listening(daemon);
     return 0;
 }
 
 int ktd_server_start(ktd_daemon *daemon, char *error, size_t error_size)
 {
-    return start_with(daemon, daemon->tls_pem, error, error_size);
+    if (load_tls_policy(daemon, &current_policy, error, error_size) != 0)
+        return -1;
+    return start_with(daemon, daemon->tls_pem, &current_policy, error, error_size);
 }
 
 void ktd_server_stop(ktd_daemon *daemon)
@@ -112,16 +223,22 @@ int ktd_server_reload(ktd_daemon *daemon)
         kt_log(KT_LOG_ERROR, "SIGHUP: keeping the current certificate: %s", error);
         return 0;
     }
+    tls_policy policy;
+    if (load_tls_policy(daemon, &policy, error, sizeof error) != 0) {
+        kt_log(KT_LOG_ERROR, "SIGHUP: keeping the current TLS settings: %s", error);
+        policy = current_policy;
+    }
     ktd_server_stop(daemon);
-    if (start_with(daemon, pem, error, sizeof error) == 0) {
+    if (start_with(daemon, pem, &policy, error, sizeof error) == 0) {
         kt_secret_free(daemon->tls_pem);
         daemon->tls_pem = pem;
+        current_policy = policy;
         kt_log(KT_LOG_INFO, "SIGHUP: now serving the re-read certificate");
         return 0;
     }
     kt_secret_free(pem);
     kt_log(KT_LOG_ERROR, "SIGHUP: %s; restarting with the previous certificate", error);
-    if (start_with(daemon, daemon->tls_pem, error, sizeof error) == 0)
+    if (start_with(daemon, daemon->tls_pem, &current_policy, error, sizeof error) == 0)
         return 0;
     kt_log(KT_LOG_ERROR, "the HTTPS server cannot be restarted: %s", error);
     return -1;
