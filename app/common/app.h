@@ -22,6 +22,8 @@
  *   db/keytrustee-db.conf                the database service's settings (role, peer, ports, sync)
  *   run/keytrustee-db.sock, run/NAME.pid runtime
  *   logs/                                log files when daemonized
+ *   backups/                             `ktadmin backup`'s default output directory
+ *   last-backup.json                     the last backup's time, result and path (KT_LAST_BACKUP_FILE)
  * `--confdir DIR` names the .keytrustee directory; the home is then its parent.
  *
  * keytrustee.conf and keytrustee-db.conf format
@@ -29,7 +31,9 @@
  *   [a-z0-9_]+; values run to the end of the line with surrounding blanks trimmed. A line that is
  *   not of this form, or a key given twice, is an error naming the file and line.
  *   keytrustee.conf keys:  external_address (HOST[:PORT] clients use), listen (bind address,
- *                          default 0.0.0.0), port (HTTPS, default 11371), log_level.
+ *                          default 0.0.0.0), port (HTTPS, default 11371), log_level,
+ *                          tls_min_version (only 1.2), tls_ciphers (mbedTLS names of ECDHE + AEAD
+ *                          suites separated by ':'; default: all of those).
  *   keytrustee-db.conf keys: role (standalone|active|passive), replication_listen, replication_port
  *                          (default 11381), slave (passive host, on the active), master and
  *                          master_port (on the passive), synchronous (yes|no), active_url.
@@ -45,7 +49,9 @@
  *   status           -                                       role, writable, reason (when not
  *                                                            writable), version, schema_version,
  *                                                            counts{orgs,clients,deposits},
- *                                                            replication{...}, active_url (passive)
+ *                                                            replication{...}, active_url (passive),
+ *                                                            last_backup{time,result,path[,message]}
+ *                                                            or null
  *   org.add          name, contacts, auth_box ("" = none)    org
  *   org.get          name                                    org
  *   org.list         -                                       orgs[]
@@ -60,6 +66,14 @@
  *   deposit.set_state client, uuid, state                    -
  *   deposit.purge    client, uuid                            -
  *   replication.set_synchronous  synchronous (bool)     -   (active: persists it in keytrustee-db.conf)
+ *   backup           -                                       directory, files[], role, epoch,
+ *                                                            position{epoch,txid,hash},
+ *                                                            schema_version, version,
+ *                                                            sqlite_version, time: a consistent
+ *                                                            copy of the database and replication
+ *                                                            state in a new 0700 directory inside
+ *                                                            the db directory (the caller removes
+ *                                                            it; app/keytrustee-db/backup.c)
  *   replication object (in status): role, state (a state name from replication/state.c, or
  *                   "standalone"), epoch, synchronous, writable, reason, peer_connected,
  *                   peer_address, position{epoch,txid,hash}, peer_position{epoch,txid,hash},
@@ -94,6 +108,7 @@
 #define KT_CERT_CA_FILE    "ssl-cert-keytrustee-ca.pem"
 #define KT_DB_CONF_FILE    "keytrustee-db.conf"
 #define KT_DB_SOCKET_FILE  "keytrustee-db.sock"
+#define KT_LAST_BACKUP_FILE "last-backup.json"
 
 #define KT_WIRE_MAX (1u << 20) /* largest admin-socket message */
 
