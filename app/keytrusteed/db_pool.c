@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "app/keytrusteed/keytrusteed.h"
 
@@ -95,6 +96,20 @@ static int respond_lost(ktd_request *request, ktd_db_kind kind, bool sent)
     return -1;
 }
 
+/* kt_db_call, timing writes for /metrics (keytrustee_db_write_duration_seconds). */
+static int call_timed(kt_db_connection *connection, const json_t *db_request, ktd_db_kind kind,
+                      json_t **response, char *error, size_t error_size)
+{
+    struct timespec start, end;
+    bool timed = kind == KTD_DB_WRITE && clock_gettime(CLOCK_MONOTONIC, &start) == 0;
+    int result = kt_db_call(connection, db_request, KTD_DB_TIMEOUT_MS, response, error,
+                            error_size);
+    if (timed && result == 0 && clock_gettime(CLOCK_MONOTONIC, &end) == 0)
+        ktd_metrics_db_write((double)(end.tv_sec - start.tv_sec) +
+                             (double)(end.tv_nsec - start.tv_nsec) / 1e9);
+    return result;
+}
+
 int ktd_db_call(ktd_request *request, const json_t *db_request, ktd_db_kind kind,
                 json_t **response)
 {
@@ -110,8 +125,7 @@ int ktd_db_call(ktd_request *request, const json_t *db_request, ktd_db_kind kind
             thread_connection(&request->daemon->paths, &fresh, error, sizeof error);
         if (connection == NULL)
             break;
-        if (kt_db_call(connection, db_request, KTD_DB_TIMEOUT_MS, response, error,
-                       sizeof error) == 0) {
+        if (call_timed(connection, db_request, kind, response, error, sizeof error) == 0) {
             if (attempt > 0 && kind == KTD_DB_WRITE)
                 settle_repeated_write(response);
             return 0;

@@ -154,6 +154,7 @@ static int read_deposit_form(ktd_request *request, const ktd_client *client, con
     if (secret == NULL)
         return -1;
     kt_uuid_generate(form->uuid);
+    ktd_audit_note_object(form->uuid);
     form->box = seal_secret(request, client, form->uuid, secret);
     kt_secret_free(secret);
     return form->box != NULL ? 0 : -1;

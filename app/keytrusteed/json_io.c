@@ -162,6 +162,7 @@ int ktd_respond_error(ktd_request *request, int status, const char *code, const 
     va_end(arguments);
     make_printable(message);
 
+    request->error_code = code; /* static strings only: kept for the log and /metrics */
     ktd_header header = {"Retry-After", retry_after(code)};
     return respond_error_body(request, status, code, extra, message, &header,
                               header.value != NULL ? 1 : 0);

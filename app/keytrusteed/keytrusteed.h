@@ -13,7 +13,11 @@
  *   auth.c      checks the request signature, the clock window and the nonce (401), and that the
  *               client and its org are enabled (403)
  *   register.c, deposits.c, health.c   the endpoints
+ *   status.c, metrics.c   monitoring: /v1/status, /metrics, and the thread that logs role and
+ *               peer changes
  *   db_pool.c   the worker thread's admin-socket connection, and admin-socket errors → HTTP
+ *   audit.c, rate_limit.c   the audit event of each authenticated request; 429 after too many
+ *               failed authentications (docs/security.md)
  *
  * Secrets (deposit plaintexts, org auth secrets, request bodies that carry them) stay in
  * kt_secret buffers and are wiped; JSON that held them is allocated through a wiping allocator
@@ -40,7 +44,7 @@
 #define KTD_CLOCK_WINDOW      300            /* seconds a request timestamp may be off */
 #define KTD_NONCE_BYTES       16u
 #define KTD_DB_TIMEOUT_MS     15000          /* one admin-socket call */
-#define KTD_WORKER_THREADS    "16"
+#define KTD_WORKER_THREADS    "64"           /* also bounds concurrent connections */
 #define KTD_REQUEST_TIMEOUT   "10000"        /* ms; CivetWeb's per-read/write timeout */
 
 /* ---- The daemon (server.c) ------------------------------------------------------------------ */
@@ -81,6 +85,7 @@ typedef struct ktd_request {
     kt_secret *body;      /* after ktd_body_read: the whole body (length 0 when none) */
     bool body_unread;     /* a body was announced but not consumed: close the connection */
     int status;           /* of the answer sent, for the log; 0 until answered */
+    const char *error_code; /* "error" of an error answer (a static string), for /metrics */
     char client[KT_FINGERPRINT_CHARS + 1]; /* authenticated client, for the log; "" if none */
 } ktd_request;
 
@@ -103,8 +108,16 @@ int ktd_route_http_error(struct mg_connection *connection, int status, const cha
 /* Handlers answer exactly once. `argument` is the path's uuid segment, or NULL. */
 typedef void (*ktd_handler)(ktd_request *request, const char *argument);
 
+/* The routes, for /metrics labels: their count, and each one's pattern ("*" for a uuid segment)
+ * and method. */
+size_t ktd_route_count(void);
+const char *ktd_route_pattern(size_t index);
+const char *ktd_route_method(size_t index);
+
 void ktd_handle_fingerprint(ktd_request *request, const char *argument);
 void ktd_handle_health(ktd_request *request, const char *argument);
+void ktd_handle_status(ktd_request *request, const char *argument);
+void ktd_handle_metrics(ktd_request *request, const char *argument);
 void ktd_handle_register(ktd_request *request, const char *argument);
 void ktd_handle_deposit_put(ktd_request *request, const char *argument);
 void ktd_handle_deposit_find(ktd_request *request, const char *argument); /* list/search/handle */
@@ -206,6 +219,62 @@ void ktd_respond_db_error(ktd_request *request, const json_t *response, const ch
 json_t *ktd_db_request(ktd_request *request, const char *op);
 /* Answers 500 for an allocation failure or an impossible response; always returns -1. */
 int ktd_respond_internal(ktd_request *request, const char *what);
+
+/* ---- Status and monitoring (status.c) ------------------------------------------------------- */
+
+/* The certificate being served, as far as monitoring needs it. */
+typedef struct ktd_certificate {
+    int64_t not_after; /* unix seconds */
+    char subject[256];
+} ktd_certificate;
+
+/* server.c, after CivetWeb started with `pem` (key and certificate): remember the certificate. */
+void ktd_status_note_certificate(const kt_secret *pem);
+/* The certificate last noted; false when none was. */
+bool ktd_status_certificate(ktd_certificate *certificate);
+/* When keytrusteed started (unix seconds), set by ktd_monitor_start. */
+int64_t ktd_started_at(void);
+/* keytrustee-db's status response (its "ok" is true), or NULL when keytrustee-db does not answer.
+ * Uses a connection of its own and answers nothing: callers report a database that is down. */
+json_t *ktd_status_fetch(const ktd_daemon *daemon);
+/* Starts the thread that polls keytrustee-db's status every second and logs each change of role,
+ * replication state, peer connection and writability. Call after daemonizing and before
+ * ktd_server_start. Returns 0, or -1 (logged; keytrusteed runs on without it). */
+int ktd_monitor_start(const ktd_daemon *daemon);
+void ktd_monitor_stop(void); /* safe when not started */
+
+/* ---- Metrics (metrics.c) -------------------------------------------------------------------- */
+
+#define KTD_METRIC_ENDPOINTS 32 /* routes, plus one slot for requests no route matched */
+
+/* One answered request: `endpoint` is its route index (ktd_route_count() when none matched),
+ * `write` says whether the route changes data; `error_code` is the answer's error (NULL when it
+ * succeeded), counted in keytrustee_writes_refused_total for writes. */
+void ktd_metrics_request(size_t endpoint, int status, double seconds, bool write,
+                         const char *error_code);
+/* One write call to keytrustee-db and how long its answer took. */
+void ktd_metrics_db_write(double seconds);
+
+/* ---- Audit events (audit.c) and failed-authentication limits (rate_limit.c) ----------------- */
+
+#define KTD_RATE_FAILURES 20u   /* failed authentications allowed per window ... */
+#define KTD_RATE_WINDOW   60    /* ... of this many seconds, per source address and per client */
+#define KTD_RATE_SLOTS    4096u /* addresses and clients tracked at once */
+
+/* Before dispatch: sets *audited for requests to authenticated endpoints and reserves their audit
+ * event; false after answering 503 audit_unavailable when the audit log cannot take it. */
+bool ktd_audit_admit(ktd_request *request, bool *audited);
+/* After the answer: records the event of an audited request. */
+void ktd_audit_request(const ktd_request *request, size_t route_index);
+/* A handler names the object it created (a new deposit's uuid) for the audit event. */
+void ktd_audit_note_object(const char *object);
+/* Before dispatch of an audited request: false after answering 429 when its source address, or
+ * the client it claims, has too many recent failures. */
+bool ktd_rate_admit(ktd_request *request);
+/* After the answer: counts a 401/403 against the address (and the client, when its signature
+ * verified). */
+void ktd_rate_note(const ktd_request *request);
+void ktd_rate_reset(void); /* forgets every count (tests) */
 
 /* ---- Records from keytrustee-db ------------------------------------------------------------- */
 

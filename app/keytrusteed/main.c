@@ -11,7 +11,8 @@
  * run/keytrusteed.pid and start the HTTPS server.
  *
  * The main thread then waits for signals (blocked everywhere else): SIGTERM or SIGINT stop the
- * server, remove the pid file and exit 0; SIGHUP re-reads the certificate (server.c).
+ * server, remove the pid file and exit 0; SIGHUP re-reads the certificate (server.c). A monitor
+ * thread (status.c) meanwhile logs every role and peer change keytrustee-db reports.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -284,18 +285,25 @@ static int run(ktd_daemon *daemon, const options *parsed)
     sigset_t signals;
     if (prepare(daemon, parsed, error, sizeof error) != 0 ||
         (!parsed->foreground && kt_daemonize(error, sizeof error) != 0) ||
-        write_pid_file(daemon, pid_path, sizeof pid_path, error, sizeof error) != 0) {
+        write_pid_file(daemon, pid_path, sizeof pid_path, error, sizeof error) != 0 ||
+        kt_audit_open(&daemon->paths, KTD_PROGRAM, error, sizeof error) != 0) {
         report(error);
         return 1;
     }
     int status = 1;
-    if (block_signals(&signals) != 0)
+    if (block_signals(&signals) != 0) {
         report("cannot set up signal handling");
-    else if (ktd_server_start(daemon, error, sizeof error) != 0)
-        report(error);
-    else
-        status = serve(daemon, &signals);
+    } else {
+        /* Logs its own failure: the server is more use running without the monitor than not. */
+        (void)ktd_monitor_start(daemon);
+        if (ktd_server_start(daemon, error, sizeof error) != 0)
+            report(error);
+        else
+            status = serve(daemon, &signals);
+    }
     ktd_server_stop(daemon);
+    ktd_monitor_stop();
+    kt_audit_close(); /* after the last request: flushes every event */
     if (unlink(pid_path) != 0 && errno != ENOENT)
         kt_log(KT_LOG_WARNING, "could not remove %s: %s", pid_path, strerror(errno));
     kt_log(KT_LOG_INFO, "stopped");

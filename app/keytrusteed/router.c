@@ -5,9 +5,14 @@
  * one non-empty segment, handed to the handler (a deposit uuid). A path no route knows is 404; a
  * known path with another method is 405 with an Allow header naming the methods it takes.
  *
- * After the handler, one line per request is logged at info: method, path and query (handles and
- * search terms are not secret), status, duration and the authenticated client's fingerprint.
- * Bodies, signatures and nonces never reach the log.
+ * After the handler, one line per request is logged — at info, or at warning for a 5xx — with
+ * the method, path and query (handles and search terms are not secret), status (and error code),
+ * duration, the authenticated client's fingerprint and the peer's address. Bodies, signatures and
+ * nonces never reach the log. The same moment feeds /metrics (metrics.c): the count by route and
+ * status, the duration, and for writes the reason of a refusal.
+ *
+ * Requests to authenticated endpoints also pass the failed-authentication limiter before the
+ * handler (rate_limit.c) and become one audit event after it (audit.c).
  *
  * CivetWeb's own refusals (an unparsable request line, oversized headers, ...) come through
  * ktd_route_http_error and are answered as JSON too.
@@ -30,6 +35,8 @@ typedef struct route {
 static const route routes[] = {
     {"/", "GET", ktd_handle_fingerprint},
     {"/v1/health", "GET", ktd_handle_health},
+    {"/v1/status", "GET", ktd_handle_status},
+    {"/metrics", "GET", ktd_handle_metrics},
     {"/v1/register", "POST", ktd_handle_register},
     {"/v1/deposits", "GET", ktd_handle_deposit_find},
     {"/v1/deposits", "POST", ktd_handle_deposit_put},
@@ -40,6 +47,27 @@ static const route routes[] = {
 };
 
 #define ROUTE_COUNT (sizeof routes / sizeof routes[0])
+_Static_assert(ROUTE_COUNT < KTD_METRIC_ENDPOINTS, "raise KTD_METRIC_ENDPOINTS");
+
+size_t ktd_route_count(void)
+{
+    return ROUTE_COUNT;
+}
+
+const char *ktd_route_pattern(size_t index)
+{
+    return index < ROUTE_COUNT ? routes[index].pattern : "unmatched";
+}
+
+const char *ktd_route_method(size_t index)
+{
+    return index < ROUTE_COUNT ? routes[index].method : "any";
+}
+
+static bool route_writes(size_t index)
+{
+    return index < ROUTE_COUNT && strcmp(routes[index].method, "GET") != 0;
+}
 
 /* Whether `path` has the shape of `pattern`; a '*' segment is copied to `argument`. */
 static bool path_matches(const char *pattern, const char *path, char argument[ARGUMENT_MAX])
@@ -68,20 +96,21 @@ static void add_allowed(char *allow, size_t allow_size, const char *method)
     snprintf(allow + used, allow_size - used, "%s%s", used > 0 ? ", " : "", method);
 }
 
-static void dispatch(ktd_request *request)
+/* Answers the request; returns the index of the route that did, or ROUTE_COUNT for none. */
+static size_t dispatch(ktd_request *request)
 {
     char argument[ARGUMENT_MAX];
     char allow[64] = "";
     if (request->path == NULL || request->method == NULL) {
         ktd_respond_error(request, 400, "bad_request", NULL, "the request has no usable path");
-        return;
+        return ROUTE_COUNT;
     }
     for (size_t index = 0; index < ROUTE_COUNT; index++) {
         if (!path_matches(routes[index].pattern, request->path, argument))
             continue;
         if (strcmp(routes[index].method, request->method) == 0) {
             routes[index].handler(request, argument[0] != '\0' ? argument : NULL);
-            return;
+            return index;
         }
         add_allowed(allow, sizeof allow, routes[index].method);
     }
@@ -90,6 +119,7 @@ static void dispatch(ktd_request *request)
     else
         ktd_respond_error(request, 404, "not_found", NULL, "unknown endpoint %s; see docs/api.md",
                           request->path);
+    return ROUTE_COUNT;
 }
 
 /* ---- The request log ------------------------------------------------------------------------ */
@@ -111,24 +141,37 @@ static void monotonic_now(struct timespec *now)
         memset(now, 0, sizeof *now);
 }
 
-static double milliseconds_since(const struct timespec *start)
+static double seconds_since(const struct timespec *start)
 {
     struct timespec now;
     monotonic_now(&now);
-    return (double)(now.tv_sec - start->tv_sec) * 1e3 +
-           (double)(now.tv_nsec - start->tv_nsec) / 1e6;
+    return (double)(now.tv_sec - start->tv_sec) + (double)(now.tv_nsec - start->tv_nsec) / 1e9;
 }
 
-static void log_request(const ktd_request *request, const struct timespec *start)
+static void log_request(const ktd_request *request, double seconds)
 {
     char target[LOGGED_TARGET_MAX + 1];
     char query[LOGGED_TARGET_MAX + 1];
+    char method[16];
     copy_printable(target, sizeof target, request->path != NULL ? request->path : "-");
     copy_printable(query, sizeof query, request->query);
-    kt_log(KT_LOG_INFO, "%s %s%s%s %d %.1f ms client %s",
-           request->method != NULL ? request->method : "-", target,
+    copy_printable(method, sizeof method, request->method != NULL ? request->method : "-");
+    const char *peer = mg_get_request_info(request->connection)->remote_addr;
+    kt_log(request->status >= 500 ? KT_LOG_WARNING : KT_LOG_INFO,
+           "%s %s%s%s %d%s%s %.1f ms client %s from %s", method, target,
            request->query != NULL ? "?" : "", query, request->status,
-           milliseconds_since(start), request->client[0] != '\0' ? request->client : "-");
+           request->error_code != NULL ? " " : "",
+           request->error_code != NULL ? request->error_code : "", seconds * 1e3,
+           request->client[0] != '\0' ? request->client : "-", peer[0] != '\0' ? peer : "-");
+}
+
+static void finish_request(const ktd_request *request, size_t route_index,
+                           const struct timespec *start)
+{
+    double seconds = seconds_since(start);
+    log_request(request, seconds);
+    ktd_metrics_request(route_index, request->status, seconds, route_writes(route_index),
+                        request->error_code);
 }
 
 /* ---- CivetWeb callbacks --------------------------------------------------------------------- */
@@ -150,10 +193,17 @@ int ktd_route(struct mg_connection *connection)
     monotonic_now(&start);
     ktd_request request;
     request_init(&request, connection);
-    dispatch(&request);
+    bool audited = false;
+    size_t route_index = ROUTE_COUNT;
+    if (ktd_audit_admit(&request, &audited) && (!audited || ktd_rate_admit(&request)))
+        route_index = dispatch(&request);
     if (request.status == 0)
         ktd_respond_internal(&request, "a handler that did not answer");
-    log_request(&request, &start);
+    if (audited) {
+        ktd_rate_note(&request);
+        ktd_audit_request(&request, route_index);
+    }
+    finish_request(&request, route_index, &start);
     kt_secret_free(request.body);
     return request.status;
 }
@@ -185,6 +235,6 @@ int ktd_route_http_error(struct mg_connection *connection, int status, const cha
     request.body_unread = true; /* CivetWeb closes the connection after its own refusals */
     ktd_respond_error(&request, status, code_for_status(status), NULL,
                       "the request is not valid HTTP/1.1 (%s)", message != NULL ? message : "");
-    log_request(&request, &start);
+    finish_request(&request, ROUTE_COUNT, &start);
     return 0;
 }

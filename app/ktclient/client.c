@@ -8,24 +8,28 @@
  * characters, deposit 1 byte to 64 KiB, description at most 1024 bytes) so a bad argument is a
  * usage error here, not a 400 there.
  *
+ * Every read also feeds the failover hint (client.state, state.c), so that later calls skip a
+ * server that just failed; the hint is loaded at open and only orders the configured servers.
+ *
  * Deposit content is handled only in kt_secret buffers and jansson memory, which
  * kt_client_library_init makes wipe on free; the base64 text of a fetched secret is also wiped
  * explicitly as soon as it is decoded.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <jansson.h>
 
 #include "app/ktclient/internal.h"
 
-#define CONNECT_TIMEOUT_MS 3000
-#define IO_TIMEOUT_MS 15000
-
 struct kt_client {
     kt_client_config config;
     char ca_path[PATH_MAX];
+    char state_path[PATH_MAX]; /* client.state: the failover hint */
+    kt_client_hint hint;
     kt_secret *secret_key;
     kt_client_endpoint endpoint;
 };
@@ -82,10 +86,15 @@ static int set_endpoint(kt_client *client, const char *confdir, char *error, siz
         endpoint->tls.ca_file = client->ca_path;
     }
     endpoint->tls.skip_verify = config->skip_ssl_check;
-    endpoint->tls.connect_timeout_ms = CONNECT_TIMEOUT_MS;
-    endpoint->tls.io_timeout_ms = IO_TIMEOUT_MS;
+    kt_client_endpoint_timeouts(endpoint, config->connect_timeout_ms);
     endpoint->fingerprint = config->fingerprint;
     endpoint->secret_key = client->secret_key;
+    if (join_path(client->state_path, sizeof client->state_path, confdir, KT_CLIENT_STATE_FILE,
+                  error, error_size) != 0)
+        return -1;
+    kt_client_hint_load(client->state_path, &client->hint);
+    endpoint->first_read = kt_client_hint_first(&client->hint, endpoint->servers,
+                                                endpoint->server_count, (int64_t)time(NULL));
     return 0;
 }
 
@@ -135,6 +144,17 @@ bool kt_client_skips_ssl_check(const kt_client *client)
     return client->config.skip_ssl_check;
 }
 
+kt_client_status kt_client_set_connect_timeout(kt_client *client, long milliseconds, char *error,
+                                               size_t error_size)
+{
+    if (milliseconds < 1 || milliseconds > KT_CLIENT_MAX_CONNECT_TIMEOUT_MS)
+        return kt_client_fail(KT_CLIENT_USAGE, error, error_size,
+                              "the connect timeout must be 1 to %d milliseconds",
+                              KT_CLIENT_MAX_CONNECT_TIMEOUT_MS);
+    kt_client_endpoint_timeouts(&client->endpoint, milliseconds);
+    return KT_CLIENT_OK;
+}
+
 /* ---- JSON helpers ------------------------------------------------------------------------------ */
 
 /* Parses a successful answer's body as a JSON object; NULL (with the message) when it is not. */
@@ -160,6 +180,10 @@ static kt_client_status perform_and_parse(kt_client *client, kt_client_call *cal
 {
     *answer = NULL;
     kt_client_status status = kt_client_perform(&client->endpoint, call, error, error_size);
+    int64_t now = (int64_t)time(NULL);
+    kt_client_hint_learn(client->state_path, &client->hint, &client->endpoint, call, now);
+    client->endpoint.first_read = kt_client_hint_first(&client->hint, client->endpoint.servers,
+                                                       client->endpoint.server_count, now);
     if (status != KT_CLIENT_OK)
         return status;
     *answer = answer_object(call, error, error_size);
@@ -217,6 +241,18 @@ kt_client_status kt_client_put(kt_client *client, const char *handle, const void
                                size_t length, const char *description,
                                char uuid[KT_UUID_CHARS + 1], char *error, size_t error_size)
 {
+    if (handle != NULL && strcmp(handle, KT_CLIENT_MASTER_HANDLE) == 0)
+        return kt_client_fail(KT_CLIENT_USAGE, error, error_size,
+                              "the handle " KT_CLIENT_MASTER_HANDLE " is reserved for the client's "
+                              "master key (ktclient mount-key); choose another handle");
+    return kt_client_put_on(&client->endpoint, handle, secret, length, description, uuid, error,
+                            error_size);
+}
+
+kt_client_status kt_client_put_on(const kt_client_endpoint *endpoint, const char *handle,
+                                  const void *secret, size_t length, const char *description,
+                                  char uuid[KT_UUID_CHARS + 1], char *error, size_t error_size)
+{
     kt_client_status status = check_put_arguments(handle, length, description, error, error_size);
     if (status != KT_CLIENT_OK)
         return status;
@@ -226,11 +262,14 @@ kt_client_status kt_client_put(kt_client *client, const char *handle, const void
                               "out of memory preparing the deposit");
     kt_client_call call = {.method = "POST", .target = "/v1/deposits", .body = body->bytes,
                            .body_length = body->length, .write = true};
-    json_t *answer = NULL;
-    status = perform_and_parse(client, &call, &answer, error, error_size);
+    status = kt_client_perform(endpoint, &call, error, error_size);
     kt_secret_free(body);
     if (status != KT_CLIENT_OK)
         return status;
+    json_t *answer = answer_object(&call, error, error_size);
+    kt_http_response_clear(&call.response);
+    if (answer == NULL)
+        return KT_CLIENT_ERROR;
     const char *created = json_string_value(json_object_get(answer, "uuid"));
     if (created == NULL || !kt_uuid_valid(created))
         status = kt_client_fail(KT_CLIENT_ERROR, error, error_size,
@@ -375,12 +414,36 @@ kt_client_status kt_client_list(kt_client *client, const char *search,
 
 /* ---- Delete ------------------------------------------------------------------------------------ */
 
+/* Finds whether a listed deposit is the master key deposit with the uuid in context. */
+typedef struct master_search {
+    const char *uuid;
+    bool is_master;
+} master_search;
+
+static int match_master(const kt_client_deposit *deposit, void *context)
+{
+    master_search *search = context;
+    if (strcmp(deposit->uuid, search->uuid) == 0 &&
+        strcmp(deposit->handle, KT_CLIENT_MASTER_HANDLE) == 0)
+        search->is_master = true;
+    return search->is_master ? 1 : 0;
+}
+
 kt_client_status kt_client_delete(kt_client *client, const char *uuid, char *error,
                                   size_t error_size)
 {
     if (!kt_uuid_valid(uuid))
         return kt_client_fail(KT_CLIENT_USAGE, error, error_size,
                               "not a deposit uuid (36 lowercase hex characters and dashes)");
+    master_search search = {.uuid = uuid};
+    kt_client_status found = kt_client_list(client, KT_CLIENT_MASTER_HANDLE, match_master,
+                                            &search, error, error_size);
+    if (found != KT_CLIENT_OK)
+        return found;
+    if (search.is_master)
+        return kt_client_fail(KT_CLIENT_USAGE, error, error_size,
+                              "refusing to delete %s: it is this client's master key, and every "
+                              "mount key (ktclient mount-key) derives from it", uuid);
     char target[64];
     (void)snprintf(target, sizeof target, "/v1/deposits/%s", uuid);
     kt_client_call call = {.method = "DELETE", .target = target, .write = true};
@@ -388,4 +451,9 @@ kt_client_status kt_client_delete(kt_client *client, const char *uuid, char *err
     kt_client_status status = perform_and_parse(client, &call, &answer, error, error_size);
     json_decref(answer);
     return status;
+}
+
+const kt_client_endpoint *kt_client_endpoint_of(const kt_client *client)
+{
+    return &client->endpoint;
 }

@@ -6,7 +6,8 @@
  * the format of keytrustee's server configuration. Every key must be one this version knows and
  * appear at most once, so a typo is an error naming the file and line instead of a setting
  * silently ignored. Values are checked as they are read: URLs parse, the fingerprint is 40
- * uppercase hex characters, exactly one of ca_file and skip_ssl_check = yes is set.
+ * uppercase hex characters, exactly one of ca_file and skip_ssl_check = yes is set, and the
+ * optional connect_timeout_ms (files written before it existed lack it) is 1 to 60000.
  *
  * client.conf is refused when group or others may change it: it names the server and the CA this
  * client trusts, so whoever can change it can redirect the client's deposits.
@@ -111,6 +112,21 @@ static int set_fingerprint(const config_line *line, kt_client_config *config, ch
     return 0;
 }
 
+static int set_connect_timeout(const config_line *line, kt_client_config *config, char *error,
+                               size_t error_size)
+{
+    char text[16];
+    if (copy_value(line, text, sizeof text, error, error_size) != 0)
+        return -1;
+    if (kt_client_parse_connect_timeout(text, &config->connect_timeout_ms) != 0) {
+        kt_client_error(error, error_size, "%s line %zu: connect_timeout_ms must be a number of "
+                        "milliseconds from 1 to %d", line->path, line->number,
+                        KT_CLIENT_MAX_CONNECT_TIMEOUT_MS);
+        return -1;
+    }
+    return 0;
+}
+
 static int apply_line(const config_line *line, kt_client_config *config, char *error,
                       size_t error_size)
 {
@@ -130,13 +146,16 @@ static int apply_line(const config_line *line, kt_client_config *config, char *e
         return copy_value(line, config->ca_file, sizeof config->ca_file, error, error_size);
     if (strcmp(key, "skip_ssl_check") == 0)
         return set_yes_no(line, &config->skip_ssl_check, error, error_size);
+    if (strcmp(key, "connect_timeout_ms") == 0)
+        return set_connect_timeout(line, config, error, error_size);
     kt_client_error(error, error_size, "%s line %zu: unknown key '%s'", line->path, line->number,
                     key);
     return -1;
 }
 
 static const char *const known_keys[] = {"server", "passive_server", "org", "name",
-                                         "fingerprint", "ca_file", "skip_ssl_check"};
+                                         "fingerprint", "ca_file", "skip_ssl_check",
+                                         "connect_timeout_ms"};
 #define KNOWN_KEY_COUNT (sizeof known_keys / sizeof known_keys[0])
 
 /* Marks the key as seen; -1 when it was seen before. Unknown keys pass (apply_line names them). */
@@ -241,13 +260,16 @@ int kt_client_config_format(const kt_client_config *config, char *out, size_t ou
     /* "key =" alone for an empty value, so no line ends in a blank. */
     const char *passive = config->passive_server;
     const char *ca_file = config->ca_file;
+    long timeout = config->connect_timeout_ms > 0 ? config->connect_timeout_ms
+                                                  : KT_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS;
     int written = snprintf(out, out_size,
                            "# keytrustee client configuration, written by ktclient register.\n"
                            "server = %s\npassive_server =%s%s\norg = %s\nname = %s\n"
-                           "fingerprint = %s\nca_file =%s%s\nskip_ssl_check = %s\n",
+                           "fingerprint = %s\nca_file =%s%s\nskip_ssl_check = %s\n"
+                           "connect_timeout_ms = %ld\n",
                            config->server, passive[0] != '\0' ? " " : "", passive, config->org,
                            config->name, config->fingerprint, ca_file[0] != '\0' ? " " : "",
-                           ca_file, config->skip_ssl_check ? "yes" : "no");
+                           ca_file, config->skip_ssl_check ? "yes" : "no", timeout);
     return (written < 0 || (size_t)written >= out_size) ? -1 : 0;
 }
 

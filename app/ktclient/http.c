@@ -532,9 +532,10 @@ static int read_response(kt_tls_client *connection, kt_http_response *response,
 
 int kt_http_exchange(const kt_url *url, const kt_tls_options *options,
                      const kt_http_request *request, kt_http_response *response,
-                     kt_tls_failure *failure, char *error, size_t error_size)
+                     kt_tls_failure *failure, bool *sent, char *error, size_t error_size)
 {
     *failure = KT_TLS_OK;
+    *sent = false;
     kt_http_response_clear(response);
     kt_secret *bytes = NULL;
     if (kt_http_format_request(request, &bytes, error, error_size) != 0) {
@@ -548,6 +549,7 @@ int kt_http_exchange(const kt_url *url, const kt_tls_options *options,
         return -1;
     }
     int result = -1;
+    *sent = true; /* from here on the server may receive (part of) the request */
     if (kt_tls_write(connection, bytes->bytes, bytes->length, failure) != 0)
         kt_client_error(error, error_size, "sending the request failed (%s)",
                         *failure == KT_TLS_TIMEOUT ? "timed out" : "connection lost");

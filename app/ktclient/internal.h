@@ -122,10 +122,12 @@ int kt_http_format_request(const kt_http_request *request, kt_secret **out, char
 
 /* Connects, sends the request and reads the response. Returns 0 with a complete response, or -1
  * with *failure saying what went wrong (KT_TLS_CLOSED for a truncated response, KT_TLS_ERROR for
- * one that is malformed). */
+ * one that is malformed). *sent says whether the request may have reached the server: false only
+ * when the connection or the TLS handshake failed, so nothing was sent and a write may safely be
+ * tried elsewhere. */
 int kt_http_exchange(const kt_url *url, const kt_tls_options *options,
                      const kt_http_request *request, kt_http_response *response,
-                     kt_tls_failure *failure, char *error, size_t error_size);
+                     kt_tls_failure *failure, bool *sent, char *error, size_t error_size);
 
 /* ---- The confdir ----------------------------------------------------------------------------- */
 
@@ -143,6 +145,7 @@ typedef struct kt_client_config {
     char fingerprint[KT_FINGERPRINT_CHARS + 1];
     char ca_file[PATH_MAX];              /* "" when skip_ssl_check */
     bool skip_ssl_check;
+    long connect_timeout_ms;             /* 0 when client.conf does not set it (older files) */
 } kt_client_config;
 
 /* Parses client.conf text (`path` only names the file in error text). Every key must be known and
@@ -168,7 +171,45 @@ bool kt_client_text_valid(const char *text, size_t maximum);
  * memory is short. */
 kt_secret *kt_client_json_dump(const json_t *object);
 
-/* ---- Requests with server selection (client.c) ----------------------------------------------- */
+/* ---- Failover rules (failover.c) -------------------------------------------------------------- */
+
+#define KT_CLIENT_MESSAGE_CHARS 320u
+
+/* What one attempt against one configured server ended with. */
+typedef struct kt_attempt_outcome {
+    size_t server;          /* index of the configured server (0 = server, 1 = passive_server) */
+    kt_tls_failure failure; /* KT_TLS_OK when the server answered */
+    bool sent;              /* the request may have reached the server */
+    int http_status;        /* 0 when there was no answer */
+    char code[40];          /* "error" of the answer's JSON body, "" when none */
+    char message[KT_CLIENT_MESSAGE_CHARS];
+    kt_url active;          /* from a "passive" refusal */
+    bool has_active;
+} kt_attempt_outcome;
+
+typedef enum kt_failover_step {
+    KT_FAILOVER_STOP = 0, /* this answer is final */
+    KT_FAILOVER_OTHER = 1 /* send the call to the other configured server */
+} kt_failover_step;
+
+/* True when the attempt got no usable answer: a transport failure, or a 5xx. */
+bool kt_failover_unhealthy(const kt_attempt_outcome *outcome);
+/* What to do after a failed attempt. `other` is the other configured server, NULL when there is
+ * none (then always STOP). Reads go to the other server on any transport failure or 5xx. Writes
+ * go there only when nothing was sent (connect or handshake failure), when the node's database
+ * service is down (503 unavailable), or when the node is the passive and names the other server
+ * as the active (or names none). 4xx answers are final for both. */
+kt_failover_step kt_failover_next(bool write, const kt_attempt_outcome *outcome,
+                                  const kt_url *other);
+/* For a write whose attempts all failed: true when the refusal means that the pair is degraded
+ * (one node down), with *down the index of the configured server that is down, or SIZE_MAX when
+ * that node is not one this client knows (only one server configured). Degraded means: an active
+ * answered 503 write_unavailable (its peer is down), or one node was unreachable and the other
+ * said it is the passive and named the unreachable one (or no one) as the active. */
+bool kt_failover_degraded(const kt_url *servers, size_t server_count,
+                          const kt_attempt_outcome *outcomes, size_t count, size_t *down);
+
+/* ---- Requests with server selection (request.c) ---------------------------------------------- */
 
 /* What one signed request against the configured servers ended with. */
 typedef struct kt_client_call {
@@ -178,20 +219,69 @@ typedef struct kt_client_call {
     size_t body_length;
     bool write;                /* selects the retry rule */
     kt_http_response response; /* the final answer when status is OK */
+    /* Filled by kt_client_perform: the configured servers tried, in order, and whether each gave
+     * no usable answer (kt_failover_unhealthy). */
+    size_t tried_count;
+    size_t tried[2];
+    bool tried_unhealthy[2];
 } kt_client_call;
 
 /* The servers and credentials a call needs, shared by kt_client and registration. */
 typedef struct kt_client_endpoint {
     kt_url servers[2];
     size_t server_count;
-    kt_tls_options tls;
+    size_t first_read;       /* index of the server reads ask first (writes: always 0) */
+    kt_tls_options tls;      /* connect timeout, and the I/O timeout of a last attempt */
+    int quick_io_timeout_ms; /* I/O timeout of a read attempt when another server remains */
     const char *fingerprint;
     const kt_secret *secret_key;
 } kt_client_endpoint;
 
-/* Sends the call (retrying as ktclient.h describes) and maps the final answer to a status: OK for
- * 2xx (response kept in call->response), otherwise the status and message for the failure. */
+/* Sets the TLS timeouts of an endpoint from a connect timeout (0 = the default). */
+void kt_client_endpoint_timeouts(kt_client_endpoint *endpoint, long connect_timeout_ms);
+
+/* Sends the call (failing over as ktclient.h describes) and maps the final answer to a status: OK
+ * for 2xx (response kept in call->response), otherwise the status and message for the failure. */
 kt_client_status kt_client_perform(const kt_client_endpoint *endpoint, kt_client_call *call,
                                    char *error, size_t error_size);
+
+/* Stores a deposit through an endpoint, without the reserved-handle check of kt_client_put. */
+kt_client_status kt_client_put_on(const kt_client_endpoint *endpoint, const char *handle,
+                                  const void *secret, size_t length, const char *description,
+                                  char uuid[KT_UUID_CHARS + 1], char *error, size_t error_size);
+/* The servers and credentials of an open client. */
+const kt_client_endpoint *kt_client_endpoint_of(const kt_client *client);
+/* Stores a new random master key deposit (KT_CLIENT_MASTER_HANDLE) through an endpoint. */
+kt_client_status kt_client_store_master_key(const kt_client_endpoint *endpoint, char *error,
+                                            size_t error_size);
+
+/* ---- The failover hint: client.state (state.c) ------------------------------------------------ */
+
+#define KT_CLIENT_STATE_FILE "client.state"
+#define KT_CLIENT_AVOID_SECONDS 30
+
+/* A server that recently failed, which reads ask second until `until` (unix seconds). */
+typedef struct kt_client_hint {
+    char avoid[KT_URL_MAX + 1]; /* normalized URL, "" when there is no hint */
+    int64_t until;
+} kt_client_hint;
+
+/* Parses client.state text; -1 (and an empty hint) when it is not exactly the format written by
+ * kt_client_hint_format. */
+int kt_client_hint_parse(const char *text, size_t length, kt_client_hint *hint);
+int kt_client_hint_format(const kt_client_hint *hint, char *out, size_t out_size);
+/* The index of the server reads should ask first at time `now`: the other one while the hint
+ * names a configured server and has not expired, else 0. */
+size_t kt_client_hint_first(const kt_client_hint *hint, const kt_url *servers,
+                            size_t server_count, int64_t now);
+/* Loads the hint; a missing, unreadable, malformed or group/other-writable file is no hint. */
+void kt_client_hint_load(const char *path, kt_client_hint *hint);
+/* Records what a read taught: after a failover, the server that failed is avoided for
+ * KT_CLIENT_AVOID_SECONDS; once the avoided server answers, the hint is removed. Writes the file
+ * (0600) only when the hint changes; failing to write it only costs speed, so it is not an
+ * error. */
+void kt_client_hint_learn(const char *path, kt_client_hint *hint,
+                          const kt_client_endpoint *endpoint, const kt_client_call *call,
+                          int64_t now);
 
 #endif /* KT_CLIENT_INTERNAL_H */

@@ -1,14 +1,21 @@
 /*
  * main.c — the ktclient program: the command line of the client library (ktclient.h).
  *
- *   ktclient [--confdir DIR] COMMAND [OPTIONS]     (--confdir may also follow the command)
+ *   ktclient [--confdir DIR] [--connect-timeout MS] COMMAND [OPTIONS]
+ *                                                  (both options may also follow the command)
  *     register --server URL [--passive-server URL] --org ORG --auth SECRET [--clientname NAME]
  *              [--cacert FILE | --skip-ssl-check]          prints the client fingerprint
  *     put --handle H [--file F] [--description D]          reads stdin without --file; prints uuid
  *     get (--handle H | --uuid U)                          content to stdout, byte for byte
  *     list [--json] [--search S]                           one deposit per line, or JSON
  *     delete --uuid U
+ *     mount-key --name NAME [--raw]                        a mount point's key: hex, or raw bytes
+ *     create-master-key                                    when register could not store it
  *     fingerprint                                          prints the client fingerprint
+ *
+ * --connect-timeout MS given to register is kept in client.conf; given to another command it
+ * overrides client.conf for that run. A write refused because one key server is down prints one
+ * line naming that node and exits 3 (ktclient.h, "Servers and failover").
  *
  * Scripts rely on this: results go to stdout alone and in a fixed shape; diagnostics go to stderr
  * as "ktclient: COMMAND: message"; the exit status is the library status (0 ok, 1 other error,
@@ -49,8 +56,11 @@ typedef struct options {
     const char *description;
     const char *uuid;
     const char *search;
+    const char *connect_timeout;
+    const char *name;
     bool skip_ssl_check;
     bool json;
+    bool raw;
     bool help;
 } options;
 
@@ -73,8 +83,11 @@ static const option_spec option_specs[] = {
     {"description", offsetof(options, description), true},
     {"uuid", offsetof(options, uuid), true},
     {"search", offsetof(options, search), true},
+    {"connect-timeout", offsetof(options, connect_timeout), true},
+    {"name", offsetof(options, name), true},
     {"skip-ssl-check", offsetof(options, skip_ssl_check), false},
     {"json", offsetof(options, json), false},
+    {"raw", offsetof(options, raw), false},
     {"help", offsetof(options, help), false},
 };
 #define OPTION_COUNT (sizeof option_specs / sizeof option_specs[0])
@@ -91,6 +104,8 @@ static int run_put(const options *given);
 static int run_get(const options *given);
 static int run_list(const options *given);
 static int run_delete(const options *given);
+static int run_mount_key(const options *given);
+static int run_create_master_key(const options *given);
 static int run_fingerprint(const options *given);
 
 static const command_spec commands[] = {
@@ -107,7 +122,10 @@ static const command_spec commands[] = {
      "  --cacert FILE         the server's CA certificate (ssl-cert-keytrustee-ca.pem);\n"
      "                        a copy is kept in DIR\n"
      "  --skip-ssl-check      do not verify the server certificate (unsafe)\n"
-     "Prints the client fingerprint.\n",
+     "  --connect-timeout MS  how long to wait for a key server to accept a connection before\n"
+     "                        trying the other one (default 1000; kept in DIR/client.conf)\n"
+     "Prints the client fingerprint, then stores the client's master key (for mount-key).\n"
+     "Registration is a write: it is refused (exit 3) while one key server is down.\n",
      run_register},
     {"put", "handle file description",
      "usage: ktclient [--confdir DIR] put --handle H [--file F] [--description D]\n"
@@ -122,12 +140,26 @@ static const command_spec commands[] = {
      "usage: ktclient [--confdir DIR] list [--json] [--search S]\n"
      "Lists deposits, one per line: uuid, handle, created (UTC), state, description, separated\n"
      "by tabs (control characters shown as '?'). --json prints {\"deposits\": [...]} instead.\n"
-     "--search S lists only the deposits the server's substring search matches.\n",
+     "--search S lists only the deposits the server's substring search matches.\n"
+     "The deposit " KT_CLIENT_MASTER_HANDLE " is this client's master key (see mount-key).\n",
      run_list},
     {"delete", "uuid",
      "usage: ktclient [--confdir DIR] delete --uuid U\n"
      "Deletes a deposit for good.\n",
      run_delete},
+    {"mount-key", "name raw",
+     "usage: ktclient [--confdir DIR] mount-key --name NAME [--raw]\n"
+     "Prints the 32-byte key of mount point NAME as 64 lowercase hex characters (--raw: the\n"
+     "bytes themselves). The key is derived from this client's master key, which register\n"
+     "stored on the key servers, so the same NAME always gives the same key; it needs only a\n"
+     "read, and works while either key server is down. Nothing is written to disk.\n",
+     run_mount_key},
+    {"create-master-key", "",
+     "usage: ktclient [--confdir DIR] create-master-key\n"
+     "Stores this client's master key deposit (" KT_CLIENT_MASTER_HANDLE "), for a client whose\n"
+     "registration could not store it. Refused when it exists: replacing it would change every\n"
+     "mount key. A write: both key servers must be up.\n",
+     run_create_master_key},
     {"fingerprint", "",
      "usage: ktclient [--confdir DIR] fingerprint\n"
      "Prints this client's fingerprint, the identity the key server knows it by.\n",
@@ -136,11 +168,14 @@ static const command_spec commands[] = {
 #define COMMAND_COUNT (sizeof commands / sizeof commands[0])
 
 static const char overall_usage[] =
-    "usage: ktclient [--confdir DIR] COMMAND [OPTIONS]\n"
-    "Commands: register, put, get, list, delete, fingerprint; ktclient COMMAND --help for each.\n"
+    "usage: ktclient [--confdir DIR] [--connect-timeout MS] COMMAND [OPTIONS]\n"
+    "Commands: register, put, get, list, delete, mount-key, create-master-key, fingerprint;\n"
+    "ktclient COMMAND --help for each.\n"
     "DIR holds the client's registration (default: $KTCLIENT_CONFDIR).\n"
-    "Exit status: 0 ok, 1 error, 2 usage, 3 server unavailable or write refused, 4 not found,\n"
-    "5 authentication refused.\n";
+    "--connect-timeout MS overrides, for this run, how long to wait for a key server to accept a\n"
+    "connection before trying the other one (client.conf's connect_timeout_ms, default 1000).\n"
+    "Exit status: 0 ok, 1 error, 2 usage, 3 server unavailable or write refused (one key server\n"
+    "down: existing keys still work), 4 not found, 5 authentication refused.\n";
 
 static int usage_error(const char *command, const char *format, ...)
     __attribute__((format(printf, 2, 3)));
@@ -176,7 +211,8 @@ static const command_spec *find_command(const char *name)
 
 static bool allowed_for(const command_spec *command, const char *name)
 {
-    if (strcmp(name, "confdir") == 0 || strcmp(name, "help") == 0)
+    if (strcmp(name, "confdir") == 0 || strcmp(name, "help") == 0 ||
+        strcmp(name, "connect-timeout") == 0)
         return true;
     if (command == NULL)
         return false;
@@ -260,6 +296,21 @@ static const char *confdir_of(const options *given)
     return (environment != NULL && environment[0] != '\0') ? environment : NULL;
 }
 
+/* The --connect-timeout value in milliseconds, 0 when not given, -1 (after the usage message)
+ * when it is not a number from 1 to 60000. */
+static long connect_timeout_of(const options *given, int *status)
+{
+    long milliseconds = 0;
+    if (given->connect_timeout == NULL)
+        return 0;
+    if (kt_client_parse_connect_timeout(given->connect_timeout, &milliseconds) != 0) {
+        *status = usage_error(given->command, "--connect-timeout takes a number of milliseconds "
+                              "from 1 to %d", KT_CLIENT_MAX_CONNECT_TIMEOUT_MS);
+        return -1;
+    }
+    return milliseconds;
+}
+
 static kt_client *open_client(const options *given, int *status)
 {
     const char *confdir = confdir_of(given);
@@ -268,10 +319,19 @@ static kt_client *open_client(const options *given, int *status)
                               "or set KTCLIENT_CONFDIR");
         return NULL;
     }
+    long timeout = connect_timeout_of(given, status);
+    if (timeout < 0)
+        return NULL;
     char error[ERROR_CHARS];
     kt_client *client = kt_client_open(confdir, error, sizeof error);
     if (client == NULL) {
         *status = fail(given->command, KT_CLIENT_ERROR, error);
+        return NULL;
+    }
+    if (timeout > 0 &&
+        kt_client_set_connect_timeout(client, timeout, error, sizeof error) != KT_CLIENT_OK) {
+        kt_client_close(client);
+        *status = usage_error(given->command, "%s", error);
         return NULL;
     }
     if (kt_client_skips_ssl_check(client))
@@ -296,22 +356,28 @@ static int run_register(const options *given)
                            "KTCLIENT_CONFDIR");
     if (given->server == NULL || given->org == NULL)
         return usage_error("register", "--server URL and --org ORG are required");
+    int usage = 0;
+    long timeout = connect_timeout_of(given, &usage);
+    if (timeout < 0)
+        return usage;
     if (given->skip_ssl_check)
         fprintf(stderr, "%s\n", KT_CLIENT_SKIP_SSL_WARNING);
     kt_client_registration registration = {
         .server = given->server, .passive_server = given->passive_server, .org = given->org,
         .auth = given->auth, .name = given->clientname, .ca_file = given->cacert,
-        .skip_ssl_check = given->skip_ssl_check};
+        .skip_ssl_check = given->skip_ssl_check, .connect_timeout_ms = (int)timeout};
     char fingerprint[KT_FINGERPRINT_CHARS + 1];
     char error[ERROR_CHARS];
     kt_client_status status =
         kt_client_register(confdir, &registration, fingerprint, error, sizeof error);
     if (status == KT_CLIENT_USAGE)
         return usage_error("register", "%s", error);
+    if (fingerprint[0] != '\0') /* registered, even if the master key could not be stored */
+        printf("%s\n", fingerprint);
+    int output = finish_output("register");
     if (status != KT_CLIENT_OK)
         return fail("register", status, error);
-    printf("%s\n", fingerprint);
-    return finish_output("register");
+    return output;
 }
 
 /* ---- put ---------------------------------------------------------------------------------------- */
@@ -537,6 +603,62 @@ static int run_delete(const options *given)
         return usage_error("delete", "%s", error);
     if (result != KT_CLIENT_OK)
         return fail("delete", result, error);
+    return 0;
+}
+
+/* ---- mount-key, create-master-key ------------------------------------------------------------- */
+
+/* Writes the key as lowercase hex and a newline, through a secret buffer. */
+static int write_hex(const kt_secret *key)
+{
+    static const char digits[] = "0123456789abcdef";
+    kt_secret *text = kt_secret_new(2 * key->length + 1);
+    if (text == NULL)
+        return -1;
+    for (size_t index = 0; index < key->length; index++) {
+        text->bytes[2 * index] = (unsigned char)digits[key->bytes[index] >> 4];
+        text->bytes[2 * index + 1] = (unsigned char)digits[key->bytes[index] & 0x0f];
+    }
+    text->bytes[2 * key->length] = '\n';
+    int result = write_all(STDOUT_FILENO, text->bytes, text->length);
+    kt_secret_free(text);
+    return result;
+}
+
+static int run_mount_key(const options *given)
+{
+    if (given->name == NULL)
+        return usage_error("mount-key", "--name NAME is required");
+    int status = 0;
+    kt_client *client = open_client(given, &status);
+    if (client == NULL)
+        return status;
+    char error[ERROR_CHARS];
+    kt_secret *key = NULL;
+    kt_client_status result = kt_client_mount_key(client, given->name, &key, error, sizeof error);
+    kt_client_close(client);
+    if (result == KT_CLIENT_USAGE)
+        return usage_error("mount-key", "%s", error);
+    if (result != KT_CLIENT_OK)
+        return fail("mount-key", result, error);
+    int written = given->raw ? write_all(STDOUT_FILENO, key->bytes, key->length) : write_hex(key);
+    kt_secret_free(key);
+    if (written != 0)
+        return fail("mount-key", KT_CLIENT_ERROR, "cannot write the key to standard output");
+    return 0;
+}
+
+static int run_create_master_key(const options *given)
+{
+    int status = 0;
+    kt_client *client = open_client(given, &status);
+    if (client == NULL)
+        return status;
+    char error[ERROR_CHARS];
+    kt_client_status result = kt_client_create_master_key(client, error, sizeof error);
+    kt_client_close(client);
+    if (result != KT_CLIENT_OK)
+        return fail("create-master-key", result, error);
     return 0;
 }
 

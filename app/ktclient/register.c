@@ -11,7 +11,11 @@
  *   4. on 201, write client.key (0600) and then client.conf (0600), which marks the registration
  *      complete. On a failure before the server accepted the key, the CA copy and a directory we
  *      created are removed; after it, the files stay and the message names the fingerprint the
- *      org admin should disable.
+ *      org admin should disable;
+ *   5. store the client's master key deposit (mount.c), from which mount keys derive. The client is
+ *      registered and usable whatever happens here; when this write fails (the pair became
+ *      degraded in between, say), the message says so and names `ktclient create-master-key`,
+ *      which stores it later.
  * The org auth secret and the secret key travel only in kt_secret buffers and wiped jansson
  * memory.
  */
@@ -47,6 +51,14 @@ static kt_client_status check_urls(registration_state *state,
                                    size_t error_size)
 {
     kt_client_endpoint *endpoint = &state->endpoint;
+    int timeout = registration->connect_timeout_ms;
+    if (timeout < 0 || timeout > KT_CLIENT_MAX_CONNECT_TIMEOUT_MS)
+        return kt_client_fail(KT_CLIENT_USAGE, error, error_size,
+                              "the connect timeout must be 1 to %d milliseconds",
+                              KT_CLIENT_MAX_CONNECT_TIMEOUT_MS);
+    state->config.connect_timeout_ms =
+        timeout > 0 ? timeout : KT_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS;
+    kt_client_endpoint_timeouts(endpoint, state->config.connect_timeout_ms);
     if (kt_url_parse(registration->server, &endpoint->servers[0], error, error_size) != 0)
         return KT_CLIENT_USAGE;
     endpoint->server_count = 1;
@@ -309,6 +321,22 @@ static kt_client_status save_registration(const registration_state *state, char 
                           state->config.fingerprint);
 }
 
+/* Step 5: the master key deposit, through the endpoint the registration used. */
+static kt_client_status store_master(const registration_state *state, char *error,
+                                     size_t error_size)
+{
+    char reason[1024] = "";
+    kt_client_status status = kt_client_store_master_key(&state->endpoint, reason, sizeof reason);
+    if (status == KT_CLIENT_OK)
+        return KT_CLIENT_OK;
+    return kt_client_fail(status, error, error_size,
+                          "client %s is registered and saved in %s, but its master key (for "
+                          "ktclient mount-key) could not be stored: %s. Everything else works; "
+                          "once both key servers are up run: ktclient --confdir %s "
+                          "create-master-key",
+                          state->config.fingerprint, state->confdir, reason, state->confdir);
+}
+
 kt_client_status kt_client_register(const char *confdir, const kt_client_registration *registration,
                                     char fingerprint[KT_FINGERPRINT_CHARS + 1], char *error,
                                     size_t error_size)
@@ -316,6 +344,7 @@ kt_client_status kt_client_register(const char *confdir, const kt_client_registr
     registration_state state;
     memset(&state, 0, sizeof state);
     state.confdir = confdir;
+    fingerprint[0] = '\0';
     if (confdir == NULL || confdir[0] == '\0')
         return kt_client_fail(KT_CLIENT_USAGE, error, error_size,
                               "no configuration directory given");
@@ -332,10 +361,12 @@ kt_client_status kt_client_register(const char *confdir, const kt_client_registr
         status = send_registration(&state, registration->auth, error, error_size);
     if (status == KT_CLIENT_OK)
         status = save_registration(&state, error, error_size);
-    if (status == KT_CLIENT_OK)
+    if (status == KT_CLIENT_OK) {
         memcpy(fingerprint, state.config.fingerprint, KT_FINGERPRINT_CHARS + 1);
-    else if (!state.registered)
+        status = store_master(&state, error, error_size);
+    } else if (!state.registered) {
         undo(&state);
+    }
     kt_secret_free(state.secret_key);
     return status;
 }

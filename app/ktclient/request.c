@@ -1,18 +1,24 @@
 /*
- * request.c — one signed API call against the configured servers, with the server selection of
- * ktclient.h, and the translation of every failure into a status and a message that says what
- * happened and what to do.
+ * request.c — one signed API call against the configured servers, with the failover of ktclient.h,
+ * and the translation of every failure into a status and a message that says what happened and
+ * what to do.
  *
- * Selection (kept deliberately small; a later change extends it to full failover):
- *   1. The call goes to the first configured server (`server`).
- *   2. A read (GET) that could not connect, lost its connection, timed out, or got a 5xx answer is
- *      sent once more to the other configured server, when there is one.
- *   3. A write that a passive refuses with 503 {"error": "passive", "active": URL} is sent once
- *      more to that URL when it names the other configured server. Other failed writes are not
- *      retried: a write needs both nodes, so the other node could not take it either.
- *   4. No 4xx answer is retried: the other node would give the same one.
+ * Selection (the rules themselves are in failover.c):
+ *   1. Writes go to the first configured server (`server`, the active). Reads go to it too, unless
+ *      the failover hint (client.state, state.c) says it failed moments ago: then they ask the
+ *      other server first.
+ *   2. After a failed attempt, kt_failover_next says whether to ask the other configured server.
+ *      There are at most two attempts per call, one per server: no retry loops.
+ *   3. A read attempt that still has another server to fall back on gets a short I/O timeout (the
+ *      connect timeout, at least 1 s): a node that accepts connections but does not answer (a
+ *      stopped process, a cut network path behind a load balancer) costs at most that long. The
+ *      last attempt of a call gets the full timeout, since nothing is left to fall back on.
+ *   4. A write refused because the pair is degraded (kt_failover_degraded) is reported in one
+ *      line naming the node that is down and saying that existing keys still work; the status is
+ *      KT_CLIENT_UNAVAILABLE (exit 3).
  * Every attempt is signed afresh (new timestamp and nonce), so a retry is never a replay.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -21,26 +27,28 @@
 
 #include "app/ktclient/internal.h"
 
-#define MESSAGE_CHARS 320u
+#define IO_TIMEOUT_MS 15000      /* a write may wait for the passive's acknowledgement */
+#define QUICK_IO_MINIMUM_MS 1000 /* the short I/O timeout of a read that can fall back */
+#define ATTEMPT_ERROR_CHARS 640
 
-/* What one attempt against one server ended with, beyond its status. */
-typedef struct attempt_outcome {
-    kt_tls_failure failure; /* KT_TLS_OK when the server answered */
-    int http_status;
-    char code[40];          /* "error" of the answer's JSON body */
-    char message[MESSAGE_CHARS];
-    kt_url active;          /* from a "passive" refusal */
-    bool has_active;
-} attempt_outcome;
+void kt_client_endpoint_timeouts(kt_client_endpoint *endpoint, long connect_timeout_ms)
+{
+    int connect = connect_timeout_ms > 0 ? (int)connect_timeout_ms
+                                         : KT_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS;
+    endpoint->tls.connect_timeout_ms = connect;
+    endpoint->tls.io_timeout_ms = IO_TIMEOUT_MS;
+    endpoint->quick_io_timeout_ms = connect > QUICK_IO_MINIMUM_MS ? connect : QUICK_IO_MINIMUM_MS;
+}
 
 /* ---- Describing failures ----------------------------------------------------------------------- */
 
 /* crypto/'s TLS messages already name host, port and what to check; add only what they lack. */
 static kt_client_status describe_transport(const kt_url *server, const kt_tls_options *tls,
-                                           kt_tls_failure failure, const char *reason,
+                                           const kt_client_call *call,
+                                           const kt_attempt_outcome *outcome, const char *reason,
                                            char *error, size_t error_size)
 {
-    switch (failure) {
+    switch (outcome->failure) {
     case KT_TLS_CONNECT_FAILED:
     case KT_TLS_HANDSHAKE_FAILED:
         return kt_client_fail(KT_CLIENT_UNAVAILABLE, error, error_size,
@@ -53,6 +61,11 @@ static kt_client_status describe_transport(const kt_url *server, const kt_tls_op
                               tls->ca_file != NULL ? tls->ca_file : "(none)");
     case KT_TLS_TIMEOUT:
     case KT_TLS_CLOSED:
+        if (call->write && outcome->sent)
+            return kt_client_fail(KT_CLIENT_UNAVAILABLE, error, error_size,
+                                  "the key server %s did not complete its answer (%s): the write "
+                                  "may or may not have been stored; read it back (ktclient get "
+                                  "or list) before retrying", server->text, reason);
         return kt_client_fail(KT_CLIENT_UNAVAILABLE, error, error_size,
                               "the key server %s did not complete its answer: %s; retry later",
                               server->text, reason);
@@ -62,19 +75,22 @@ static kt_client_status describe_transport(const kt_url *server, const kt_tls_op
     }
 }
 
-static kt_client_status describe_unavailable(const kt_url *server, const attempt_outcome *outcome,
-                                             char *error, size_t error_size)
+static kt_client_status describe_unavailable(const kt_url *server,
+                                             const kt_attempt_outcome *outcome, char *error,
+                                             size_t error_size)
 {
     const char *code = outcome->code;
     if (strcmp(code, "passive") == 0)
         return kt_client_fail(KT_CLIENT_UNAVAILABLE, error, error_size,
-                              "write refused: this node (%s) is the passive; the active is %s. "
-                              "Retry there, or configure the active as the server",
-                              server->text, outcome->has_active ? outcome->active.text : "unknown");
+                              "write refused: %s is the passive and names %s as the active, and "
+                              "no active this client was registered with took the write; check "
+                              "the roles with ktadmin status on each node, or register again with "
+                              "--server set to the active", server->text,
+                              outcome->has_active ? outcome->active.text : "no server");
     if (strcmp(code, "write_unavailable") == 0)
         return kt_client_fail(KT_CLIENT_UNAVAILABLE, error, error_size,
                               "write refused: the key server pair is degraded (the other node is "
-                              "down); existing keys can still be read — retry later");
+                              "down); existing keys can still be read; retry later");
     if (strcmp(code, "indeterminate") == 0)
         return kt_client_fail(KT_CLIENT_UNAVAILABLE, error, error_size,
                               "the write may or may not have been committed; the nodes settle it "
@@ -90,7 +106,7 @@ static kt_client_status describe_unavailable(const kt_url *server, const attempt
 }
 
 static kt_client_status describe_server_error(const kt_url *server,
-                                              const attempt_outcome *outcome, char *error,
+                                              const kt_attempt_outcome *outcome, char *error,
                                               size_t error_size)
 {
     if (outcome->http_status == 503)
@@ -110,7 +126,7 @@ static kt_client_status describe_server_error(const kt_url *server,
 
 static kt_client_status describe_answer(const kt_url *server, const kt_client_endpoint *endpoint,
                                         const kt_client_call *call,
-                                        const attempt_outcome *outcome, char *error,
+                                        const kt_attempt_outcome *outcome, char *error,
                                         size_t error_size)
 {
     int status = outcome->http_status;
@@ -156,7 +172,7 @@ static void copy_string(char *out, size_t out_size, const json_t *object, const 
 }
 
 /* Fills code, message and active from an error answer's JSON body, when it has one. */
-static void read_error_body(const kt_http_response *response, attempt_outcome *outcome)
+static void read_error_body(const kt_http_response *response, kt_attempt_outcome *outcome)
 {
     (void)snprintf(outcome->message, sizeof outcome->message, "no explanation given");
     json_error_t json_error;
@@ -172,27 +188,34 @@ static void read_error_body(const kt_http_response *response, attempt_outcome *o
     json_decref(body);
 }
 
-static kt_client_status attempt(const kt_client_endpoint *endpoint, const kt_url *server,
-                                kt_client_call *call, attempt_outcome *outcome, char *error,
-                                size_t error_size)
+static kt_client_status attempt(const kt_client_endpoint *endpoint, size_t server_index,
+                                bool quick, kt_client_call *call, kt_attempt_outcome *outcome,
+                                char *error, size_t error_size)
 {
+    const kt_url *server = &endpoint->servers[server_index];
     memset(outcome, 0, sizeof *outcome);
+    outcome->server = server_index;
     unsigned char nonce[KT_NONCE_BYTES];
     kt_random(nonce, sizeof nonce);
     kt_request_signature signature;
     if (kt_request_sign(&signature, endpoint->fingerprint, endpoint->secret_key, call->method,
                         call->target, call->body, call->body_length, (int64_t)time(NULL),
-                        nonce) != 0)
+                        nonce) != 0) {
+        outcome->failure = KT_TLS_ERROR;
         return kt_client_fail(KT_CLIENT_ERROR, error, error_size,
                               "cannot sign the request to %s (bad client key or target)",
                               call->target);
+    }
     kt_http_request request = {.method = call->method, .target = call->target,
                                .authority = server->authority, .signature = &signature,
                                .body = call->body, .body_length = call->body_length};
+    kt_tls_options tls = endpoint->tls;
+    if (quick && endpoint->quick_io_timeout_ms > 0)
+        tls.io_timeout_ms = endpoint->quick_io_timeout_ms;
     char reason[256] = "";
-    if (kt_http_exchange(server, &endpoint->tls, &request, &call->response, &outcome->failure,
-                         reason, sizeof reason) != 0)
-        return describe_transport(server, &endpoint->tls, outcome->failure, reason, error,
+    if (kt_http_exchange(server, &tls, &request, &call->response, &outcome->failure,
+                         &outcome->sent, reason, sizeof reason) != 0)
+        return describe_transport(server, &endpoint->tls, call, outcome, reason, error,
                                   error_size);
     outcome->http_status = call->response.status;
     if (outcome->http_status >= 200 && outcome->http_status < 300)
@@ -202,46 +225,86 @@ static kt_client_status attempt(const kt_client_endpoint *endpoint, const kt_url
     return describe_answer(server, endpoint, call, outcome, error, error_size);
 }
 
-/* ---- Selection --------------------------------------------------------------------------------- */
+/* ---- After the last attempt -------------------------------------------------------------------- */
 
-static bool transport_retriable(kt_tls_failure failure)
+static kt_client_status describe_degraded(const kt_client_endpoint *endpoint,
+                                          const kt_attempt_outcome *outcomes, size_t count,
+                                          size_t down, char *error, size_t error_size)
 {
-    return failure == KT_TLS_CONNECT_FAILED || failure == KT_TLS_HANDSHAKE_FAILED ||
-           failure == KT_TLS_TIMEOUT || failure == KT_TLS_CLOSED;
+    if (down == SIZE_MAX) /* one server configured: it answered, its peer is not ours to name */
+        return kt_client_fail(KT_CLIENT_UNAVAILABLE, error, error_size,
+                              "write refused: the key server pair is degraded: the other node of "
+                              "%s is down or unreachable. Existing keys still work (reads are "
+                              "served); new keys and client registrations wait until both nodes "
+                              "are up, then writes resume by themselves",
+                              endpoint->servers[outcomes[count - 1].server].text);
+    const kt_url *survivor = &endpoint->servers[1 - down];
+    return kt_client_fail(KT_CLIENT_UNAVAILABLE, error, error_size,
+                          "write refused: the key server pair is degraded: %s is down or "
+                          "unreachable. Existing keys still work (reads are served by %s); new "
+                          "keys and client registrations wait until both nodes are up, then "
+                          "writes resume by themselves",
+                          endpoint->servers[down].text, survivor->text);
 }
 
-/* The server to try next after a failed first attempt, or NULL. */
-static const kt_url *next_server(const kt_client_endpoint *endpoint, const kt_client_call *call,
-                                 const attempt_outcome *outcome)
+static bool followed_passive(const kt_attempt_outcome *outcome)
 {
-    if (endpoint->server_count < 2)
-        return NULL;
-    const kt_url *other = &endpoint->servers[1];
-    if (!call->write)
-        return (transport_retriable(outcome->failure) || outcome->http_status >= 500) ? other
-                                                                                       : NULL;
-    bool passive = outcome->http_status == 503 && strcmp(outcome->code, "passive") == 0;
-    return (passive && outcome->has_active && kt_url_same(&outcome->active, other)) ? other
-                                                                                     : NULL;
+    return outcome->failure == KT_TLS_OK && outcome->http_status == 503 &&
+           strcmp(outcome->code, "passive") == 0;
+}
+
+/* The message of a call whose last attempt failed with `status`. */
+static kt_client_status explain_failure(const kt_client_endpoint *endpoint,
+                                        const kt_client_call *call,
+                                        const kt_attempt_outcome *outcomes,
+                                        char errors[2][ATTEMPT_ERROR_CHARS], size_t count,
+                                        kt_client_status status, char *error, size_t error_size)
+{
+    size_t down = SIZE_MAX;
+    if (call->write &&
+        kt_failover_degraded(endpoint->servers, endpoint->server_count, outcomes, count, &down))
+        return describe_degraded(endpoint, outcomes, count, down, error, error_size);
+    if (count == 1 || followed_passive(&outcomes[0]))
+        kt_client_error(error, error_size, "%s", errors[count - 1]);
+    else
+        kt_client_error(error, error_size, "%s (asked after %s failed: %s)", errors[1],
+                        endpoint->servers[outcomes[0].server].text, errors[0]);
+    return status;
+}
+
+static void record_attempt(kt_client_call *call, const kt_attempt_outcome *outcome)
+{
+    if (call->tried_count >= 2)
+        return;
+    call->tried[call->tried_count] = outcome->server;
+    call->tried_unhealthy[call->tried_count] = kt_failover_unhealthy(outcome);
+    call->tried_count++;
 }
 
 kt_client_status kt_client_perform(const kt_client_endpoint *endpoint, kt_client_call *call,
                                    char *error, size_t error_size)
 {
     memset(&call->response, 0, sizeof call->response);
-    attempt_outcome outcome;
-    char first_error[512] = "";
-    kt_client_status status = attempt(endpoint, &endpoint->servers[0], call, &outcome,
-                                      first_error, sizeof first_error);
-    const kt_url *next = status == KT_CLIENT_OK ? NULL : next_server(endpoint, call, &outcome);
-    if (next == NULL) {
-        kt_client_error(error, error_size, "%s", first_error);
-        return status;
+    call->tried_count = 0;
+    kt_attempt_outcome outcomes[2];
+    char errors[2][ATTEMPT_ERROR_CHARS];
+    size_t server = call->write || endpoint->first_read >= endpoint->server_count
+                        ? 0
+                        : endpoint->first_read;
+    size_t count = 0;
+    kt_client_status status;
+    for (;;) {
+        bool last = count + 1 >= endpoint->server_count;
+        status = attempt(endpoint, server, !call->write && !last, call, &outcomes[count],
+                         errors[count], sizeof errors[count]);
+        record_attempt(call, &outcomes[count]);
+        count++;
+        if (status == KT_CLIENT_OK)
+            return KT_CLIENT_OK;
+        if (last || kt_failover_next(call->write, &outcomes[count - 1],
+                                     &endpoint->servers[1 - server]) == KT_FAILOVER_STOP)
+            break;
+        server = 1 - server;
     }
-    char second_error[512] = "";
-    status = attempt(endpoint, next, call, &outcome, second_error, sizeof second_error);
-    if (status != KT_CLIENT_OK)
-        kt_client_error(error, error_size, "%s; the other key server failed too: %s",
-                        first_error, second_error);
-    return status;
+    return explain_failure(endpoint, call, outcomes, errors, count, status, error, error_size);
 }

@@ -1,7 +1,7 @@
 /*
  * support.c — small helpers of the client library: library start-up (crypto/ and a jansson
  * allocator that wipes what it frees), error text, making server text safe to print, and the
- * check for names and handles, and JSON serialization into secret buffers.
+ * check for names and handles, JSON serialization into secret buffers, and timeout arguments.
  *
  * Why wipe jansson's memory: a fetched deposit arrives as a base64 string inside JSON. jansson's
  * parser copies it into scratch buffers and a string value before we decode it into a kt_secret;
@@ -109,4 +109,20 @@ kt_secret *kt_client_json_dump(const json_t *object)
         text = NULL;
     }
     return text;
+}
+
+int kt_client_parse_connect_timeout(const char *text, long *milliseconds)
+{
+    long value = 0;
+    if (text == NULL || text[0] == '\0' || strlen(text) > 6)
+        return -1;
+    for (const char *digit = text; *digit != '\0'; digit++) {
+        if (*digit < '0' || *digit > '9')
+            return -1;
+        value = value * 10 + (*digit - '0');
+    }
+    if (value < 1 || value > KT_CLIENT_MAX_CONNECT_TIMEOUT_MS)
+        return -1;
+    *milliseconds = value;
+    return 0;
 }

@@ -1,11 +1,15 @@
 /*
  * test_ktclient.c — unit tests of the pure pieces of the client library (app/ktclient): the HTTP
  * response parser on good and hostile responses, request formatting, key server URL parsing and
- * percent-encoding, the string to sign of docs/api.md against a fixed expected string, and the
- * confdir file formats. Nothing here touches the network; the CLI against a real server is
- * covered by the integration tests.
+ * percent-encoding, the string to sign of docs/api.md against a fixed expected string, the
+ * confdir file formats, the failover rules (which server a call goes to next, and when a refused
+ * write means a degraded pair) and the failover hint file. Nothing here touches the network; the
+ * CLI against real servers is covered by the integration tests (test_client_e2e.sh,
+ * test_failover*.sh).
  */
 #include <stdint.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "app/ktclient/internal.h"
 #include "tests/unit/unit.h"
@@ -511,8 +515,10 @@ TEST(config_parse_good_and_round_trip)
     CHECK_EQ_STR(config.name, "host one.example.com");
     CHECK_EQ_STR(config.ca_file, "server-ca.pem");
     CHECK(!config.skip_ssl_check);
+    CHECK_EQ_INT(config.connect_timeout_ms, 0); /* absent: files written before it existed */
 
     char text[4096];
+    config.connect_timeout_ms = KT_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS; /* what format writes */
     REQUIRE(kt_client_config_format(&config, text, sizeof text) == 0);
     kt_client_config again;
     REQUIRE(kt_client_config_parse(text, strlen(text), "client.conf", &again, error,
@@ -534,6 +540,11 @@ TEST(config_parse_bad)
         {"skip_ssl_check = no", "skip_ssl_check = maybe"},
         {"skip_ssl_check = no", "skip_ssl_check = yes"},
         {"ca_file = server-ca.pem", "ca_file ="},
+        {"skip_ssl_check = no", "skip_ssl_check = no\nconnect_timeout_ms = 0"},
+        {"skip_ssl_check = no", "skip_ssl_check = no\nconnect_timeout_ms = 60001"},
+        {"skip_ssl_check = no", "skip_ssl_check = no\nconnect_timeout_ms = 500ms"},
+        {"skip_ssl_check = no", "skip_ssl_check = no\nconnect_timeout_ms = -5"},
+        {"skip_ssl_check = no", "skip_ssl_check = no\nconnect_timeout_ms = 5\nconnect_timeout_ms = 6"},
     };
     for (size_t index = 0; index < sizeof replacements / sizeof replacements[0]; index++) {
         char text[2048];
@@ -601,6 +612,320 @@ TEST(sanitize_and_text_checks)
     CHECK(!kt_client_text_valid("a\tb", 255));
     CHECK(!kt_client_text_valid("abcd", 3));
     CHECK(kt_client_text_valid("abc", 3));
+}
+
+TEST(config_connect_timeout)
+{
+    char text[2048];
+    snprintf(text, sizeof text, "%s\nconnect_timeout_ms = 250\n", good_config);
+    kt_client_config config;
+    char error[512];
+    REQUIRE(kt_client_config_parse(text, strlen(text), "client.conf", &config, error,
+                                   sizeof error) == 0);
+    CHECK_EQ_INT(config.connect_timeout_ms, 250);
+    REQUIRE(kt_client_config_format(&config, text, sizeof text) == 0);
+    CHECK(strstr(text, "\nconnect_timeout_ms = 250\n") != NULL);
+    long value = 0;
+    CHECK(kt_client_parse_connect_timeout("1", &value) == 0 && value == 1);
+    CHECK(kt_client_parse_connect_timeout("60000", &value) == 0 && value == 60000);
+    CHECK(kt_client_parse_connect_timeout("0", &value) != 0);
+    CHECK(kt_client_parse_connect_timeout("60001", &value) != 0);
+    CHECK(kt_client_parse_connect_timeout("", &value) != 0);
+    CHECK(kt_client_parse_connect_timeout(" 5", &value) != 0);
+    CHECK(kt_client_parse_connect_timeout("1e3", &value) != 0);
+    CHECK(kt_client_parse_connect_timeout("99999999999999999999", &value) != 0);
+    CHECK(kt_client_parse_connect_timeout(NULL, &value) != 0);
+}
+
+/* ---- Failover rules -------------------------------------------------------------------------- */
+
+static kt_url url_of(const char *text)
+{
+    kt_url url;
+    char error[256];
+    if (kt_url_parse(text, &url, error, sizeof error) != 0)
+        memset(&url, 0, sizeof url);
+    return url;
+}
+
+/* An attempt at configured server `server` that got no answer. */
+static kt_attempt_outcome no_answer(size_t server, kt_tls_failure failure, bool sent)
+{
+    kt_attempt_outcome outcome;
+    memset(&outcome, 0, sizeof outcome);
+    outcome.server = server;
+    outcome.failure = failure;
+    outcome.sent = sent;
+    return outcome;
+}
+
+/* An attempt at configured server `server` answered with `status` and error `code`. */
+static kt_attempt_outcome answer(size_t server, int status, const char *code, const char *active)
+{
+    kt_attempt_outcome outcome = no_answer(server, KT_TLS_OK, true);
+    outcome.http_status = status;
+    snprintf(outcome.code, sizeof outcome.code, "%s", code);
+    if (active != NULL) {
+        outcome.active = url_of(active);
+        outcome.has_active = true;
+    }
+    return outcome;
+}
+
+TEST(failover_reads_move_on_transport_failures_and_5xx)
+{
+    kt_url other = url_of("https://kt02.example.com");
+    static const kt_tls_failure failures[] = {KT_TLS_CONNECT_FAILED, KT_TLS_HANDSHAKE_FAILED,
+                                              KT_TLS_CERTIFICATE_REJECTED, KT_TLS_TIMEOUT,
+                                              KT_TLS_CLOSED, KT_TLS_ERROR};
+    for (size_t index = 0; index < sizeof failures / sizeof failures[0]; index++) {
+        kt_attempt_outcome before = no_answer(0, failures[index], false);
+        kt_attempt_outcome after = no_answer(0, failures[index], true);
+        CHECK_EQ_INT(kt_failover_next(false, &before, &other), KT_FAILOVER_OTHER);
+        CHECK_EQ_INT(kt_failover_next(false, &after, &other), KT_FAILOVER_OTHER);
+        CHECK(kt_failover_unhealthy(&after));
+    }
+    static const int statuses[] = {500, 502, 503, 504, 507};
+    for (size_t index = 0; index < sizeof statuses / sizeof statuses[0]; index++) {
+        kt_attempt_outcome outcome = answer(0, statuses[index], "internal", NULL);
+        CHECK_EQ_INT(kt_failover_next(false, &outcome, &other), KT_FAILOVER_OTHER);
+        CHECK(kt_failover_unhealthy(&outcome));
+    }
+    kt_attempt_outcome refused = no_answer(0, KT_TLS_CONNECT_FAILED, false);
+    CHECK_EQ_INT(kt_failover_next(false, &refused, NULL), KT_FAILOVER_STOP);
+}
+
+TEST(failover_reads_stop_on_4xx)
+{
+    kt_url other = url_of("https://kt02.example.com");
+    static const int statuses[] = {400, 401, 403, 404, 405, 409, 413};
+    for (size_t index = 0; index < sizeof statuses / sizeof statuses[0]; index++) {
+        kt_attempt_outcome outcome = answer(0, statuses[index], "x", NULL);
+        CHECK_EQ_INT(kt_failover_next(false, &outcome, &other), KT_FAILOVER_STOP);
+        CHECK_EQ_INT(kt_failover_next(true, &outcome, &other), KT_FAILOVER_STOP);
+        CHECK(!kt_failover_unhealthy(&outcome));
+    }
+}
+
+TEST(failover_writes_move_only_when_nothing_was_stored)
+{
+    kt_url other = url_of("https://KT02.example.com:11371/");
+    kt_attempt_outcome refused = no_answer(0, KT_TLS_CONNECT_FAILED, false);
+    kt_attempt_outcome handshake = no_answer(0, KT_TLS_HANDSHAKE_FAILED, false);
+    kt_attempt_outcome cut_after_send = no_answer(0, KT_TLS_CLOSED, true);
+    kt_attempt_outcome timeout_after_send = no_answer(0, KT_TLS_TIMEOUT, true);
+    kt_attempt_outcome database_down = answer(0, 503, "unavailable", NULL);
+    kt_attempt_outcome indeterminate = answer(0, 503, "indeterminate", NULL);
+    kt_attempt_outcome degraded = answer(0, 503, "write_unavailable", NULL);
+    kt_attempt_outcome internal = answer(0, 500, "internal", NULL);
+    kt_attempt_outcome full = answer(0, 507, "disk_full", NULL);
+    CHECK_EQ_INT(kt_failover_next(true, &refused, &other), KT_FAILOVER_OTHER);
+    CHECK_EQ_INT(kt_failover_next(true, &handshake, &other), KT_FAILOVER_OTHER);
+    CHECK_EQ_INT(kt_failover_next(true, &database_down, &other), KT_FAILOVER_OTHER);
+    CHECK_EQ_INT(kt_failover_next(true, &cut_after_send, &other), KT_FAILOVER_STOP);
+    CHECK_EQ_INT(kt_failover_next(true, &timeout_after_send, &other), KT_FAILOVER_STOP);
+    CHECK_EQ_INT(kt_failover_next(true, &indeterminate, &other), KT_FAILOVER_STOP);
+    CHECK_EQ_INT(kt_failover_next(true, &degraded, &other), KT_FAILOVER_STOP);
+    CHECK_EQ_INT(kt_failover_next(true, &internal, &other), KT_FAILOVER_STOP);
+    CHECK_EQ_INT(kt_failover_next(true, &full, &other), KT_FAILOVER_STOP);
+    CHECK_EQ_INT(kt_failover_next(true, &refused, NULL), KT_FAILOVER_STOP);
+}
+
+TEST(failover_writes_follow_a_passive_only_to_the_other_configured_server)
+{
+    kt_url other = url_of("https://kt02.example.com:11371");
+    kt_attempt_outcome names_other = answer(0, 503, "passive", "https://KT02.example.com");
+    kt_attempt_outcome names_stranger = answer(0, 503, "passive", "https://evil.example.com");
+    kt_attempt_outcome names_other_port = answer(0, 503, "passive", "https://kt02.example.com:1");
+    kt_attempt_outcome names_nobody = answer(0, 503, "passive", NULL);
+    CHECK_EQ_INT(kt_failover_next(true, &names_other, &other), KT_FAILOVER_OTHER);
+    CHECK_EQ_INT(kt_failover_next(true, &names_stranger, &other), KT_FAILOVER_STOP);
+    CHECK_EQ_INT(kt_failover_next(true, &names_other_port, &other), KT_FAILOVER_STOP);
+    CHECK_EQ_INT(kt_failover_next(true, &names_nobody, &other), KT_FAILOVER_OTHER);
+    CHECK_EQ_INT(kt_failover_next(true, &names_other, NULL), KT_FAILOVER_STOP);
+    /* A read never meets a passive refusal, but a 503 is a 503: it moves. */
+    CHECK_EQ_INT(kt_failover_next(false, &names_stranger, &other), KT_FAILOVER_OTHER);
+}
+
+TEST(failover_degraded_pair_names_the_node_that_is_down)
+{
+    kt_url servers[2] = {url_of("https://kt01.example.com"), url_of("https://kt02.example.com")};
+    size_t down = 7;
+
+    /* The active (server 0) cannot reach its passive: the passive (1) is down. */
+    kt_attempt_outcome active_alone[1] = {answer(0, 503, "write_unavailable", NULL)};
+    CHECK(kt_failover_degraded(servers, 2, active_alone, 1, &down));
+    CHECK_EQ_INT(down, 1);
+    /* Roles reversed in client.conf: the passive (0) named the active (1), which is alone. */
+    kt_attempt_outcome via_passive[2] = {answer(0, 503, "passive", "https://kt02.example.com"),
+                                         answer(1, 503, "write_unavailable", NULL)};
+    CHECK(kt_failover_degraded(servers, 2, via_passive, 2, &down));
+    CHECK_EQ_INT(down, 0);
+    /* The active (0) is down; the passive (1) says so. */
+    kt_attempt_outcome active_down[2] = {no_answer(0, KT_TLS_CONNECT_FAILED, false),
+                                         answer(1, 503, "passive", "https://kt01.example.com")};
+    CHECK(kt_failover_degraded(servers, 2, active_down, 2, &down));
+    CHECK_EQ_INT(down, 0);
+    /* The passive (0, first in client.conf) named the active (1), which does not answer. */
+    kt_attempt_outcome named_down[2] = {answer(0, 503, "passive", "https://kt02.example.com"),
+                                        no_answer(1, KT_TLS_CONNECT_FAILED, false)};
+    CHECK(kt_failover_degraded(servers, 2, named_down, 2, &down));
+    CHECK_EQ_INT(down, 1);
+    /* The active's database service is down: the node is as good as down. */
+    kt_attempt_outcome database_down[2] = {answer(0, 503, "unavailable", NULL),
+                                           answer(1, 503, "passive", NULL)};
+    CHECK(kt_failover_degraded(servers, 2, database_down, 2, &down));
+    CHECK_EQ_INT(down, 0);
+    /* Only one server configured: its peer is down, but it has no URL here. */
+    kt_attempt_outcome single[1] = {answer(0, 503, "write_unavailable", NULL)};
+    CHECK(kt_failover_degraded(servers, 1, single, 1, &down));
+    CHECK(down == SIZE_MAX);
+}
+
+TEST(failover_not_degraded)
+{
+    kt_url servers[2] = {url_of("https://kt01.example.com"), url_of("https://kt02.example.com")};
+    size_t down = 0;
+    kt_attempt_outcome both_down[2] = {no_answer(0, KT_TLS_CONNECT_FAILED, false),
+                                       no_answer(1, KT_TLS_CONNECT_FAILED, false)};
+    CHECK(!kt_failover_degraded(servers, 2, both_down, 2, &down));
+    kt_attempt_outcome maybe_stored[1] = {no_answer(0, KT_TLS_TIMEOUT, true)};
+    CHECK(!kt_failover_degraded(servers, 2, maybe_stored, 1, &down));
+    kt_attempt_outcome stranger[1] = {answer(0, 503, "passive", "https://evil.example.com")};
+    CHECK(!kt_failover_degraded(servers, 2, stranger, 1, &down));
+    /* Unreachable, and the other is a passive naming a third server: not our pair's state. */
+    kt_attempt_outcome third[2] = {no_answer(0, KT_TLS_CONNECT_FAILED, false),
+                                   answer(1, 503, "passive", "https://kt03.example.com")};
+    CHECK(!kt_failover_degraded(servers, 2, third, 2, &down));
+    /* Sent and cut: the write may be stored; never called degraded. */
+    kt_attempt_outcome cut[2] = {no_answer(0, KT_TLS_CLOSED, true),
+                                 answer(1, 503, "passive", "https://kt01.example.com")};
+    CHECK(!kt_failover_degraded(servers, 2, cut, 2, &down));
+    kt_attempt_outcome refusals[2] = {answer(0, 403, "forbidden", NULL),
+                                      answer(1, 404, "not_found", NULL)};
+    CHECK(!kt_failover_degraded(servers, 2, refusals, 2, &down));
+}
+
+/* ---- The failover hint (client.state) -------------------------------------------------------- */
+
+TEST(hint_text_round_trip_and_strictness)
+{
+    kt_client_hint hint = {.until = 1764331230};
+    snprintf(hint.avoid, sizeof hint.avoid, "https://kt01.example.com:11371");
+    char text[1024];
+    REQUIRE(kt_client_hint_format(&hint, text, sizeof text) == 0);
+    CHECK(strstr(text, "not secret") != NULL);
+    kt_client_hint parsed;
+    REQUIRE(kt_client_hint_parse(text, strlen(text), &parsed) == 0);
+    CHECK_EQ_STR(parsed.avoid, hint.avoid);
+    CHECK_EQ_INT(parsed.until, hint.until);
+
+    static const char *const bad[] = {
+        "",
+        "avoid = https://kt01.example.com:11371\nuntil = 5\n",
+        "# ktclient failover hint (not secret; safe to delete)\navoid = http://kt01\nuntil = 5\n",
+        "# ktclient failover hint (not secret; safe to delete)\navoid = https://kt01\nuntil = x\n",
+        "# ktclient failover hint (not secret; safe to delete)\navoid = https://kt01\nuntil = 5",
+        "# ktclient failover hint (not secret; safe to delete)\navoid = https://kt01\nuntil = 5\n"
+        "x\n",
+        "# ktclient failover hint (not secret; safe to delete)\nuntil = 5\navoid = https://kt01\n",
+    };
+    for (size_t index = 0; index < sizeof bad / sizeof bad[0]; index++) {
+        CHECK(kt_client_hint_parse(bad[index], strlen(bad[index]), &parsed) != 0);
+        CHECK(parsed.avoid[0] == '\0');
+    }
+    kt_client_hint empty = {.until = 5};
+    CHECK(kt_client_hint_format(&empty, text, sizeof text) != 0);
+}
+
+TEST(hint_orders_reads_until_it_expires)
+{
+    kt_url servers[2] = {url_of("https://kt01.example.com"), url_of("https://kt02.example.com")};
+    kt_client_hint hint = {.until = 1000};
+    snprintf(hint.avoid, sizeof hint.avoid, "https://KT01.example.com:11371");
+    CHECK_EQ_INT(kt_client_hint_first(&hint, servers, 2, 999), 1);
+    CHECK_EQ_INT(kt_client_hint_first(&hint, servers, 2, 1000), 0);
+    CHECK_EQ_INT(kt_client_hint_first(&hint, servers, 1, 999), 0);
+    snprintf(hint.avoid, sizeof hint.avoid, "https://kt02.example.com:11371");
+    CHECK_EQ_INT(kt_client_hint_first(&hint, servers, 2, 999), 0);
+    snprintf(hint.avoid, sizeof hint.avoid, "https://kt03.example.com:11371");
+    CHECK_EQ_INT(kt_client_hint_first(&hint, servers, 2, 999), 0);
+    kt_client_hint none;
+    memset(&none, 0, sizeof none);
+    CHECK_EQ_INT(kt_client_hint_first(&none, servers, 2, 0), 0);
+}
+
+/* A read that went to tried[0] then tried[1] (count 1 or 2), each healthy or not. */
+static kt_client_call read_call(size_t count, size_t first, bool first_unhealthy,
+                                bool second_unhealthy)
+{
+    kt_client_call call;
+    memset(&call, 0, sizeof call);
+    call.method = "GET";
+    call.tried_count = count;
+    call.tried[0] = first;
+    call.tried[1] = 1 - first;
+    call.tried_unhealthy[0] = first_unhealthy;
+    call.tried_unhealthy[1] = second_unhealthy;
+    return call;
+}
+
+TEST(hint_learns_from_reads_and_forgets)
+{
+    char directory[] = "/tmp/kt-hint-XXXXXX";
+    REQUIRE(mkdtemp(directory) != NULL);
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", directory, KT_CLIENT_STATE_FILE);
+    kt_client_endpoint endpoint;
+    memset(&endpoint, 0, sizeof endpoint);
+    endpoint.servers[0] = url_of("https://kt01.example.com");
+    endpoint.servers[1] = url_of("https://kt02.example.com");
+    endpoint.server_count = 2;
+    kt_client_hint hint;
+    kt_client_hint_load(path, &hint);
+    CHECK(hint.avoid[0] == '\0');
+
+    kt_client_call failed_over = read_call(2, 0, true, false);
+    kt_client_hint_learn(path, &hint, &endpoint, &failed_over, 100);
+    CHECK_EQ_STR(hint.avoid, "https://kt01.example.com:11371");
+    CHECK_EQ_INT(hint.until, 100 + KT_CLIENT_AVOID_SECONDS);
+    kt_client_hint loaded;
+    kt_client_hint_load(path, &loaded);
+    CHECK_EQ_STR(loaded.avoid, hint.avoid);
+    struct stat status;
+    CHECK(stat(path, &status) == 0 && (status.st_mode & 0777) == 0600);
+
+    kt_client_call from_other = read_call(1, 1, false, false); /* the hint at work */
+    kt_client_hint_learn(path, &hint, &endpoint, &from_other, 110);
+    CHECK_EQ_STR(hint.avoid, "https://kt01.example.com:11371");
+
+    kt_client_call write_call = read_call(2, 0, true, false);
+    write_call.write = true;
+    kt_client_hint_learn(path, &hint, &endpoint, &write_call, 110);
+    CHECK_EQ_INT(hint.until, 100 + KT_CLIENT_AVOID_SECONDS); /* writes teach nothing */
+
+    kt_client_call back = read_call(2, 1, true, false); /* the other failed, kt01 answered */
+    kt_client_hint_learn(path, &hint, &endpoint, &back, 115);
+    CHECK_EQ_STR(hint.avoid, "https://kt02.example.com:11371");
+
+    kt_client_call after_expiry = read_call(1, 0, false, false);
+    kt_client_hint_learn(path, &hint, &endpoint, &after_expiry, 1000);
+    CHECK(hint.avoid[0] == '\0');
+    CHECK(stat(path, &status) != 0); /* removed */
+
+    FILE *loose = fopen(path, "w");
+    REQUIRE(loose != NULL);
+    fputs("# ktclient failover hint (not secret; safe to delete)\navoid = https://kt01\n"
+          "until = 99999999999\n", loose);
+    REQUIRE(fclose(loose) == 0);
+    REQUIRE(chmod(path, 0666) == 0);
+    kt_client_hint_load(path, &loaded);
+    CHECK(loaded.avoid[0] == '\0'); /* others may write it: ignored */
+    REQUIRE(chmod(path, 0600) == 0);
+    kt_client_hint_load(path, &loaded);
+    CHECK_EQ_STR(loaded.avoid, "https://kt01:11371");
+    CHECK(unlink(path) == 0);
+    CHECK(rmdir(directory) == 0);
 }
 
 int main(void)
