@@ -89,6 +89,17 @@ void kt_hash_init(kt_hash_state *state);
 void kt_hash_update(kt_hash_state *state, const void *in, size_t length);
 void kt_hash_final(kt_hash_state *state, unsigned char out[KT_HASH_BYTES]);
 
+/* ---- Named key derivation (kdf.c) ----------------------------------------------------------- */
+
+#define KT_DERIVE_NAME_MAX 1024u /* longest label or name kt_derive_key accepts */
+
+/* A key of KT_KEY_BYTES that depends only on `master` (KT_KEY_BYTES), `label` (what the key is for,
+ * non-empty) and `name` (0 .. KT_DERIVE_NAME_MAX bytes): BLAKE2b-256 keyed by master over
+ * label || 0x00 || name. The same inputs give the same key every time. *derived is a new secret
+ * buffer; returns -1 (and NULL) on a bad argument or when memory is short. */
+int kt_derive_key(kt_secret **derived, const kt_secret *master, const char *label,
+                  const void *name, size_t name_length);
+
 /* ---- Signatures (Ed25519) --------------------------------------------------------------------- */
 
 /* A new key pair; *secret_key is a kt_secret of KT_SIGN_SECRET_BYTES. */
@@ -198,5 +209,94 @@ int kt_tls_write(kt_tls_client *client, const void *data, size_t length, kt_tls_
 /* Reads up to `size` bytes: returns the count (> 0), 0 when the peer closed, -1 on error. */
 long kt_tls_read(kt_tls_client *client, void *buffer, size_t size, kt_tls_failure *failure);
 void kt_tls_close(kt_tls_client *client); /* NULL allowed */
+
+/* ---- Backup encryption: sealed keys (sealed.c), passphrase keys (passphrase.c), streams
+ *      (stream.c) ----------------------------------------------------------------------------- */
+
+#define KT_SEAL_PUBLIC_BYTES      32u /* X25519 public key */
+#define KT_SEAL_SECRET_BYTES      32u /* X25519 secret key */
+#define KT_SEALED_KEY_BYTES       (KT_KEY_BYTES + 48u) /* a key sealed to a public key */
+#define KT_SEAL_KEY_ID_BYTES      16u
+#define KT_PASSPHRASE_SALT_BYTES  16u
+#define KT_PASSPHRASE_OPERATIONS_MAX 16u
+#define KT_PASSPHRASE_MEMORY_MAX  (1ull << 30) /* 1 GiB */
+#define KT_STREAM_HEADER_BYTES    24u
+#define KT_STREAM_OVERHEAD        17u /* bytes each stream message adds */
+#define KT_STREAM_KEY_CHECK_BYTES 16u
+
+/* A new X25519 key pair; *secret_key is a kt_secret of KT_SEAL_SECRET_BYTES. */
+int kt_seal_keypair(unsigned char public_key[KT_SEAL_PUBLIC_BYTES], kt_secret **secret_key);
+int kt_seal_public_from_secret(unsigned char public_key[KT_SEAL_PUBLIC_BYTES],
+                               const kt_secret *secret_key);
+/* Seals a KT_KEY_BYTES key to a public key (libsodium sealed box): only the secret key opens it. */
+int kt_seal_key(unsigned char sealed[KT_SEALED_KEY_BYTES], const kt_secret *key,
+                const unsigned char public_key[KT_SEAL_PUBLIC_BYTES]);
+/* Opens a sealed key into a new secret; -1 when the secret key is not the one it was sealed to
+ * or the sealed bytes were altered. */
+int kt_unseal_key(kt_secret **key, const unsigned char sealed[KT_SEALED_KEY_BYTES],
+                  const kt_secret *secret_key);
+/* A short identity of a public key (BLAKE2b over a label and the key), to tell keys apart. */
+void kt_seal_key_id(unsigned char id[KT_SEAL_KEY_ID_BYTES],
+                    const unsigned char public_key[KT_SEAL_PUBLIC_BYTES]);
+
+/* Argon2id cost; the default is libsodium's "moderate" (3 passes, 256 MiB). */
+typedef struct kt_passphrase_cost {
+    uint64_t operations;
+    uint64_t memory_bytes;
+} kt_passphrase_cost;
+kt_passphrase_cost kt_passphrase_default_cost(void);
+/* Whether a cost read from a file is one this build agrees to pay (see passphrase.c). */
+bool kt_passphrase_cost_acceptable(const kt_passphrase_cost *cost);
+/* A KT_KEY_BYTES key from a passphrase and salt with Argon2id. */
+int kt_passphrase_key(kt_secret **key, const kt_secret *passphrase,
+                      const unsigned char salt[KT_PASSPHRASE_SALT_BYTES],
+                      const kt_passphrase_cost *cost, char *error, size_t error_size);
+
+/* Streams of authenticated messages (XChaCha20-Poly1305 secretstream). Encrypting a message of
+ * `length` bytes writes length + KT_STREAM_OVERHEAD bytes to `out`; the message marked `last`
+ * ends the stream. Decrypting fails (-1) on an altered, reordered, repeated or foreign message,
+ * or on anything after the last one; *last says whether the stream ended. The plaintext `out` of
+ * a decryption should be a kt_secret's bytes when it holds secrets. */
+typedef struct kt_stream kt_stream;
+int kt_stream_encrypt_start(kt_stream **stream, unsigned char header[KT_STREAM_HEADER_BYTES],
+                            const kt_secret *key);
+int kt_stream_encrypt(kt_stream *stream, unsigned char *out, const void *in, size_t length,
+                      const void *associated, size_t associated_length, bool last);
+int kt_stream_decrypt_start(kt_stream **stream, const unsigned char header[KT_STREAM_HEADER_BYTES],
+                            const kt_secret *key);
+int kt_stream_decrypt(kt_stream *stream, unsigned char *out, size_t *out_length,
+                      const unsigned char *in, size_t length, const void *associated,
+                      size_t associated_length, bool *last);
+void kt_stream_free(kt_stream *stream); /* NULL allowed; wipes the state */
+/* A value that tells the right key from a wrong one without revealing the key. */
+void kt_stream_key_check(unsigned char out[KT_STREAM_KEY_CHECK_BYTES], const kt_secret *key);
+
+/* ---- Certificates to install (x509_check.c) -------------------------------------------------- */
+
+#define KT_X509_NAMES_MAX  32u
+#define KT_X509_NAME_CHARS 260u
+
+/* The names a certificate is issued for: subjectAltName entries as "DNS:name" and "IP:address"
+ * (other kinds are skipped), and the subject's CN. */
+typedef struct kt_x509_names {
+    size_t count;
+    char names[KT_X509_NAMES_MAX][KT_X509_NAME_CHARS];
+    char common_name[KT_X509_NAME_CHARS];
+} kt_x509_names;
+int kt_x509_names_read(const char *cert_path, kt_x509_names *names, char *error,
+                       size_t error_size);
+/* Whether `host` (a DNS name or an IP literal) is one of the names (see x509_check.c). */
+bool kt_x509_names_match(const kt_x509_names *names, const char *host);
+
+typedef struct kt_x509_server_check {
+    const char *cert_path; /* PEM: the server certificate first, then any intermediates */
+    const char *key_path;  /* PEM private key, unencrypted */
+    const char *ca_path;   /* PEM of the issuing CA; NULL: the certificate must be self-signed */
+    const char *host;      /* the name clients connect to */
+    int64_t now;           /* unix seconds */
+} kt_x509_server_check;
+/* 0 when the key matches the certificate, it is valid at `now`, it chains to the CA (or verifies
+ * against itself) and it names `host`; otherwise -1 with the first failed check in `error`. */
+int kt_x509_check_server(const kt_x509_server_check *check, char *error, size_t error_size);
 
 #endif /* KT_CRYPTO_H */

@@ -1405,3 +1405,185 @@ TEST(secret_recycled_buffers_are_zeroed)
     CHECK(large != NULL && large->length == 512 * 1024 && large->bytes[512 * 1024 - 1] == 0);
     kt_secret_free(large);
 }
+
+/* ---- Backup encryption: sealed keys, passphrase keys, streams -------------------------------- */
+
+TEST(sealed_key_opens_only_with_its_secret_key)
+{
+    unsigned char public_key[KT_SEAL_PUBLIC_BYTES], derived[KT_SEAL_PUBLIC_BYTES];
+    unsigned char other_public[KT_SEAL_PUBLIC_BYTES], sealed[KT_SEALED_KEY_BYTES];
+    kt_secret *secret_key = NULL, *other_secret = NULL, *opened = NULL;
+    kt_secret *key = random_key();
+    REQUIRE(key != NULL);
+    REQUIRE(kt_seal_keypair(public_key, &secret_key) == 0);
+    REQUIRE(kt_seal_keypair(other_public, &other_secret) == 0);
+    CHECK(kt_seal_public_from_secret(derived, secret_key) == 0);
+    CHECK(memcmp(derived, public_key, sizeof derived) == 0);
+    REQUIRE(kt_seal_key(sealed, key, public_key) == 0);
+    CHECK(kt_unseal_key(&opened, sealed, secret_key) == 0);
+    CHECK(opened != NULL && opened->length == KT_KEY_BYTES &&
+          memcmp(opened->bytes, key->bytes, KT_KEY_BYTES) == 0);
+    kt_secret_free(opened);
+    opened = NULL;
+    CHECK(kt_unseal_key(&opened, sealed, other_secret) == -1 && opened == NULL);
+    sealed[KT_SEALED_KEY_BYTES - 1] ^= 1;
+    CHECK(kt_unseal_key(&opened, sealed, secret_key) == -1 && opened == NULL);
+    unsigned char id[KT_SEAL_KEY_ID_BYTES], again[KT_SEAL_KEY_ID_BYTES];
+    unsigned char other_id[KT_SEAL_KEY_ID_BYTES];
+    kt_seal_key_id(id, public_key);
+    kt_seal_key_id(again, public_key);
+    kt_seal_key_id(other_id, other_public);
+    CHECK(memcmp(id, again, sizeof id) == 0);
+    CHECK(memcmp(id, other_id, sizeof id) != 0);
+    kt_secret_free(key);
+    kt_secret_free(secret_key);
+    kt_secret_free(other_secret);
+}
+
+TEST(passphrase_key_is_argon2id_with_bounded_cost)
+{
+    unsigned char salt[KT_PASSPHRASE_SALT_BYTES] = {1, 2, 3};
+    kt_passphrase_cost cheap = {.operations = 1, .memory_bytes = 8192};
+    kt_secret *phrase = kt_secret_from("correct horse", 13);
+    kt_secret *other = kt_secret_from("correct horsf", 13);
+    kt_secret *first = NULL, *second = NULL, *third = NULL, *refused = NULL;
+    char error[256];
+    REQUIRE(phrase != NULL && other != NULL);
+    CHECK(kt_passphrase_key(&first, phrase, salt, &cheap, error, sizeof error) == 0);
+    CHECK(kt_passphrase_key(&second, phrase, salt, &cheap, error, sizeof error) == 0);
+    CHECK(kt_passphrase_key(&third, other, salt, &cheap, error, sizeof error) == 0);
+    REQUIRE(first != NULL && second != NULL && third != NULL);
+    CHECK(first->length == KT_KEY_BYTES && memcmp(first->bytes, second->bytes, KT_KEY_BYTES) == 0);
+    CHECK(memcmp(first->bytes, third->bytes, KT_KEY_BYTES) != 0);
+    /* The same as libsodium's Argon2id13 with those parameters. */
+    unsigned char expected[KT_KEY_BYTES];
+    CHECK(crypto_pwhash(expected, sizeof expected, "correct horse", 13, salt, 1, 8192,
+                        crypto_pwhash_ALG_ARGON2ID13) == 0);
+    CHECK(memcmp(expected, first->bytes, KT_KEY_BYTES) == 0);
+    kt_passphrase_cost greedy = {.operations = 3, .memory_bytes = KT_PASSPHRASE_MEMORY_MAX + 1};
+    kt_passphrase_cost none = {.operations = 0, .memory_bytes = 8192};
+    CHECK(!kt_passphrase_cost_acceptable(&greedy) && !kt_passphrase_cost_acceptable(&none));
+    CHECK(kt_passphrase_key(&refused, phrase, salt, &greedy, error, sizeof error) == -1);
+    CHECK(refused == NULL && strstr(error, "outside") != NULL);
+    kt_passphrase_cost standard = kt_passphrase_default_cost();
+    CHECK(kt_passphrase_cost_acceptable(&standard) && standard.memory_bytes >= (64u << 20));
+    kt_secret *empty = kt_secret_new(0);
+    CHECK(kt_passphrase_key(&refused, empty, salt, &cheap, error, sizeof error) == -1);
+    kt_secret_free(empty);
+    kt_secret_free(phrase);
+    kt_secret_free(other);
+    kt_secret_free(first);
+    kt_secret_free(second);
+    kt_secret_free(third);
+}
+
+/* Encrypts three messages ("one", "two", "three"; the last marked last) into `boxes`. */
+static bool encrypt_three(const kt_secret *key, unsigned char header[KT_STREAM_HEADER_BYTES],
+                          unsigned char boxes[3][5 + KT_STREAM_OVERHEAD], size_t lengths[3])
+{
+    static const char *const words[] = {"one", "two", "three"};
+    kt_stream *stream = NULL;
+    if (kt_stream_encrypt_start(&stream, header, key) != 0)
+        return false;
+    bool good = true;
+    for (int index = 0; index < 3; index++) {
+        lengths[index] = strlen(words[index]) + KT_STREAM_OVERHEAD;
+        good = good && kt_stream_encrypt(stream, boxes[index], words[index], strlen(words[index]),
+                                         index == 0 ? "ad" : NULL, index == 0 ? 2 : 0,
+                                         index == 2) == 0;
+    }
+    good = good && kt_stream_encrypt(stream, boxes[0], "x", 1, NULL, 0, false) == -1;
+    kt_stream_free(stream);
+    return good;
+}
+
+/* Decrypts boxes in the given order; returns how many opened, *last whether the final did. */
+static int decrypt_sequence(const kt_secret *key, const unsigned char *header,
+                            unsigned char boxes[3][5 + KT_STREAM_OVERHEAD], const size_t *lengths,
+                            const int *order, int count, bool *last)
+{
+    kt_stream *stream = NULL;
+    unsigned char plain[8];
+    size_t plain_length = 0;
+    int opened = 0;
+    *last = false;
+    if (kt_stream_decrypt_start(&stream, header, key) != 0)
+        return -1;
+    for (int index = 0; index < count; index++) {
+        int which = order[index];
+        if (kt_stream_decrypt(stream, plain, &plain_length, boxes[which], lengths[which],
+                              opened == 0 ? "ad" : NULL, opened == 0 ? 2 : 0, last) != 0)
+            break;
+        opened++;
+    }
+    kt_stream_free(stream);
+    return opened;
+}
+
+TEST(stream_detects_tampering_reordering_truncation_and_wrong_keys)
+{
+    unsigned char header[KT_STREAM_HEADER_BYTES], boxes[3][5 + KT_STREAM_OVERHEAD];
+    size_t lengths[3];
+    bool last = false;
+    kt_secret *key = random_key(), *other = random_key();
+    REQUIRE(key != NULL && other != NULL);
+    REQUIRE(encrypt_three(key, header, boxes, lengths));
+    const int in_order[] = {0, 1, 2}, swapped[] = {0, 2, 1}, repeated[] = {0, 0};
+    CHECK(decrypt_sequence(key, header, boxes, lengths, in_order, 3, &last) == 3 && last);
+    CHECK(decrypt_sequence(key, header, boxes, lengths, in_order, 2, &last) == 2 && !last);
+    CHECK(decrypt_sequence(key, header, boxes, lengths, swapped, 3, &last) == 1);
+    CHECK(decrypt_sequence(key, header, boxes, lengths, repeated, 2, &last) == 1);
+    CHECK(decrypt_sequence(other, header, boxes, lengths, in_order, 3, &last) == 0);
+    boxes[1][2] ^= 0x40;
+    CHECK(decrypt_sequence(key, header, boxes, lengths, in_order, 3, &last) == 1);
+    unsigned char check[KT_STREAM_KEY_CHECK_BYTES], again[KT_STREAM_KEY_CHECK_BYTES];
+    unsigned char other_check[KT_STREAM_KEY_CHECK_BYTES];
+    kt_stream_key_check(check, key);
+    kt_stream_key_check(again, key);
+    kt_stream_key_check(other_check, other);
+    CHECK(memcmp(check, again, sizeof check) == 0 && memcmp(check, other_check, sizeof check) != 0);
+    kt_secret_free(key);
+    kt_secret_free(other);
+}
+
+TEST(x509_server_check_names_the_failed_check)
+{
+    temp_dir dir;
+    REQUIRE(temp_dir_make(&dir));
+    char cert[128], key[128], other_cert[128], other_key[128], error[1024];
+    join_path(cert, sizeof cert, &dir, "cert.pem");
+    join_path(key, sizeof key, &dir, "key.pem");
+    join_path(other_cert, sizeof other_cert, &dir, "other.pem");
+    join_path(other_key, sizeof other_key, &dir, "other-key.pem");
+    REQUIRE(kt_x509_self_signed("127.0.0.11", true, 30, cert, key, error, sizeof error) == 0);
+    REQUIRE(kt_x509_self_signed("kt01.example.com", false, 30, other_cert, other_key, error,
+                                sizeof error) == 0);
+    kt_x509_server_check check = {.cert_path = cert, .key_path = key, .host = "127.0.0.11",
+                                  .now = (int64_t)time(NULL)};
+    CHECK(kt_x509_check_server(&check, error, sizeof error) == 0);
+    check.host = "127.0.0.12";
+    CHECK(kt_x509_check_server(&check, error, sizeof error) == -1 &&
+          strstr(error, "not issued for \"127.0.0.12\"") != NULL);
+    check.host = "127.0.0.11";
+    check.key_path = other_key;
+    CHECK(kt_x509_check_server(&check, error, sizeof error) == -1 &&
+          strstr(error, "does not belong") != NULL);
+    check.key_path = key;
+    check.now = (int64_t)time(NULL) + 60 * 86400;
+    CHECK(kt_x509_check_server(&check, error, sizeof error) == -1 &&
+          strstr(error, "expired") != NULL);
+    check.now = (int64_t)time(NULL);
+    check.ca_path = other_cert;
+    CHECK(kt_x509_check_server(&check, error, sizeof error) == -1 &&
+          strstr(error, "does not verify") != NULL);
+    kt_x509_names names;
+    REQUIRE(kt_x509_names_read(other_cert, &names, error, sizeof error) == 0);
+    CHECK(names.count == 1 && strcmp(names.names[0], "DNS:kt01.example.com") == 0);
+    CHECK(kt_x509_names_match(&names, "KT01.example.com") && !kt_x509_names_match(&names, "kt01"));
+    kt_x509_names wildcard = {.count = 1};
+    snprintf(wildcard.names[0], sizeof wildcard.names[0], "DNS:*.example.com");
+    CHECK(kt_x509_names_match(&wildcard, "kt02.example.com"));
+    CHECK(!kt_x509_names_match(&wildcard, "a.b.example.com") &&
+          !kt_x509_names_match(&wildcard, "example.com"));
+    temp_dir_remove(&dir);
+}
