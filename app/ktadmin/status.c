@@ -2,9 +2,9 @@
  * status.c — `ktadmin status [--json]`: asks keytrustee-db over its admin socket how this node is
  * doing and prints it for a person (or, with --json, the status object for a script).
  *
- * Exit status, for monitoring: 0 when the node is healthy — keytrustee-db answers, and the node
- * can take writes, or it is the passive (which never takes writes) — and 1 when keytrustee-db
- * cannot be reached or reports that writes are unavailable on a standalone or active node.
+ * Exit status, for monitoring: 0 when the node is healthy, 1 when keytrustee-db cannot be reached
+ * or the node is not doing its whole job (see unhealthy_reason: a standalone or active node that
+ * cannot take writes, an active whose passive is away, a passive cut off from its active).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +17,8 @@
 static const char status_usage[] =
     "usage: ktadmin [--confdir DIR] status [--json]\n"
     "  --json   print keytrustee-db's status object as JSON\n"
-    "exit status: 0 healthy, 1 keytrustee-db unreachable or the node cannot take writes\n";
+    "exit status: 0 healthy; 1 keytrustee-db unreachable, the node cannot take writes, or its\n"
+    "             peer is not connected (a degraded pair)\n";
 
 static ktadmin_parse_result parse_status_options(ktadmin_context *context, int argc, char **argv,
                                                  bool *json_output)
@@ -83,10 +84,23 @@ static const char *text_field(const json_t *object, const char *key)
     return value != NULL ? value : "(unknown)";
 }
 
-static bool node_healthy(const json_t *status)
+/* Healthy means the node does its whole job: a standalone node takes writes; an active takes
+ * writes and has its passive connected (an async active with its passive away still takes writes,
+ * but the pair is degraded and monitoring should say so); a passive is receiving from its active.
+ * Returns NULL when healthy, otherwise why not. */
+static const char *unhealthy_reason(const json_t *status)
 {
-    return json_is_true(json_object_get(status, "writable")) ||
-           strcmp(text_field(status, "role"), "passive") == 0;
+    const char *role = text_field(status, "role");
+    const json_t *replication = json_object_get(status, "replication");
+    bool peer_connected = json_is_true(json_object_get(replication, "peer_connected"));
+    bool writable = json_is_true(json_object_get(status, "writable"));
+    if (strcmp(role, "passive") == 0)
+        return peer_connected ? NULL : "the passive is not connected to its active";
+    if (!writable)
+        return "the node cannot take writes";
+    if (strcmp(role, "active") == 0 && !peer_connected)
+        return "the active's passive is not connected: the pair is degraded";
+    return NULL;
 }
 
 /* Prints one member of the replication object: scalars as they are, objects indented. */
@@ -153,12 +167,15 @@ int ktadmin_status(ktadmin_context *context, int argc, char **argv)
     json_t *status = request_status(context);
     if (status == NULL)
         return KTADMIN_EXIT_FAILURE;
-    bool healthy = node_healthy(status);
+    const char *reason = unhealthy_reason(status);
     int printed = 0;
     if (json_output)
         printed = print_json(status);
-    else
+    else {
         print_status(status);
+        printf("health: %s\n", reason == NULL ? "ok" : reason);
+    }
     json_decref(status);
+    bool healthy = reason == NULL;
     return healthy && printed == 0 ? KTADMIN_EXIT_OK : KTADMIN_EXIT_FAILURE;
 }

@@ -79,6 +79,9 @@ check "with the passive down a new org is refused (exit 3)" test $? -eq 3
 check "with the passive down existing keys are read from the active" cmp -s "$KT_WORK/key1.bin" "$KT_WORK/degraded.bin"
 check "the active's status says why it is not writable" \
   bash -c "KEYTRUSTEE_HOME=$A_HOME $KT_BIN/ktadmin status --json | grep -q '\"writable\": false'"
+on_node a "$KT_BIN/ktadmin" status >"$KT_WORK/status_degraded.txt" 2>&1
+check "ktadmin status on the active exits 1 while the pair is degraded" test $? -eq 1
+check "and its health line says so" grep -q "^health: " "$KT_WORK/status_degraded.txt"
 
 # The passive returns: it catches up by itself and writes resume without operator action.
 pair_start_db b
