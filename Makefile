@@ -142,6 +142,7 @@ stop:
 
 check-long: deps
 	$(MAKE) SAN=1 all tests
+	$(MAKE) all # tests/integration/test_valgrind.sh runs the normal build under valgrind
 	KT_LONG=1 tests/run.sh
 
 bench: deps all tests
@@ -152,6 +153,7 @@ install: all
 	install -m 0755 $(OUT)/bin/ktclient $(DESTDIR)$(PREFIX)/bin/ktclient
 	install -m 0755 $(OUT)/bin/keytrusteed $(OUT)/bin/keytrustee-db $(OUT)/bin/ktadmin \
 	  $(OUT)/bin/keytrustee-orgtool $(DESTDIR)$(PREFIX)/sbin/
+	install -m 0755 scripts/ktbackup.sh $(DESTDIR)$(PREFIX)/sbin/ktbackup.sh
 
 clean:
 	rm -rf $(BUILD)/bin $(BUILD)/lib $(BUILD)/obj $(BUILD)/tests $(BUILD)/asan
@@ -210,7 +212,8 @@ FUZZ_KTD_SRC := $(filter-out app/keytrusteed/main.c app/keytrusteed/server.c \
                   app/keytrusteed/tls.c,\
                   $(sort $(wildcard app/keytrusteed/*.c)))
 FUZZ_KTDB_OPS_SRC := app/keytrustee-db/operations.c app/keytrustee-db/request_fields.c \
-                     app/keytrustee-db/responses.c app/keytrustee-db/settings.c
+                     app/keytrustee-db/responses.c app/keytrustee-db/settings.c \
+                     app/keytrustee-db/audit.c
 
 FUZZ_EXTRA_api      := tests/fuzz/fake_civetweb.c $(FUZZ_KTD_SRC)
 FUZZ_EXTRA_query    := app/keytrusteed/query.c

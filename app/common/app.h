@@ -21,7 +21,7 @@
  *   db/keytrustee.db (+ -wal, -shm)      the database (directory: --pg-rootdir, default db/)
  *   db/keytrustee-db.conf                the database service's settings (role, peer, ports, sync)
  *   run/keytrustee-db.sock, run/NAME.pid runtime
- *   logs/                                log files when daemonized
+ *   logs/                                log files when daemonized; logs/audit.log (0600): the audit chain
  *   backups/                             `ktadmin backup`'s default output directory
  *   last-backup.json                     the last backup's time, result and path (KT_LAST_BACKUP_FILE)
  * `--confdir DIR` names the .keytrustee directory; the home is then its parent.
@@ -85,7 +85,8 @@
  *   Error codes: bad_request, not_found, conflict, passive (this node is the passive; the response
  *   also carries active_url), write_unavailable (the pair cannot make a write durable on both nodes
  *   now; retry later), indeterminate (the write may or may not have been committed; the nodes
- *   settle it when they reconnect), disk_full, internal.
+ *   settle it when they reconnect), disk_full, audit_unavailable (an operator-tool request that
+ *   the audit log cannot record now, so it was not performed), internal.
  */
 #ifndef KT_APP_H
 #define KT_APP_H
@@ -94,6 +95,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <jansson.h>
 
@@ -195,5 +197,55 @@ int kt_json_get_base64(const json_t *object, const char *key, unsigned char *out
                        size_t *length);
 /* Sets key to the base64 of the bytes; -1 on allocation failure. */
 int kt_json_set_base64(json_t *object, const char *key, const void *bytes, size_t length);
+
+/* ---- Audit log (audit.c) -------------------------------------------------------------------- */
+
+/* logs/audit.log: one hash-chained JSON line per security-relevant event, shared by keytrusteed
+ * and keytrustee-db (batches under flock); format, durability window and the disk-full rule are
+ * in audit.c's header comment and docs/security.md. */
+#define KT_AUDIT_FILE     "audit.log"
+#define KT_AUDIT_FLUSH_MS 100L   /* the flusher writes and fsyncs this often */
+#define KT_AUDIT_BACKLOG  10000u /* events kept in memory while the file cannot be written */
+
+/* What happened. No field may carry a secret; NULL or "" is written as "-". */
+typedef struct kt_audit_event {
+    const char *actor;  /* client fingerprint, "admin uid=U pid=P", "unverified FINGERPRINT", ... */
+    const char *action; /* "deposit.put", "client.set_state", "auth", ... */
+    const char *object; /* uuid, handle, org name, fingerprint */
+    const char *result; /* "ok", or the HTTP status and error code */
+    const char *source; /* peer address, or "local" */
+} kt_audit_event;
+
+/* Opens (creating, 0600) paths->logdir/audit.log and starts the flusher; refuses a file readable
+ * by group or others with the chmod in the message. Before it is opened, the calls below accept
+ * everything and record nothing (tools and fuzzers). */
+int kt_audit_open(const kt_paths *paths, const char *program, char *error, size_t error_size);
+/* Reserves room for one event; false when the backlog is at its bound: refuse the request then.
+ * A reservation is consumed by kt_audit_record or given back by kt_audit_release. */
+bool kt_audit_reserve(void);
+void kt_audit_release(void);
+/* Queues an event (the flusher writes it within KT_AUDIT_FLUSH_MS). */
+void kt_audit_record(const kt_audit_event *event);
+/* Flushes what is queued, stops the flusher, closes the file. */
+void kt_audit_close(void);
+/* Verifies a whole audit file: every entry's hash, sequence number and link to the one before.
+ * Returns 0 with the entry count and the head ("seq N hash H") or -1 with a sentence naming the
+ * first bad line. */
+int kt_audit_verify(const char *path, long *entries, char *head, size_t head_size,
+                    char *message, size_t message_size);
+
+/* ---- Least privilege (privilege.c) --------------------------------------------------------- */
+
+#define KT_SERVICE_USER "keytrustee" /* the daemons' default --user */
+
+/* No core dumps, not dumpable (no ptrace, no /proc/PID/mem). */
+int kt_process_harden(char *error, size_t error_size);
+/* Refuses a file accessible by group or others; the message gives the chmod. */
+int kt_private_file_check(const char *path, char *error, size_t error_size);
+/* As root: become `user` for good (setgroups, setgid, setuid) and check root cannot be regained.
+ * No-op when not root or user is ""; a missing user is a warning unless `user_given` (--user). */
+int kt_privilege_drop(const char *user, bool user_given, char *error, size_t error_size);
+/* The uid and gid the daemon will drop to; -1 when it will not drop (not root, "", no user). */
+int kt_user_ids(const char *user, uid_t *uid, gid_t *gid);
 
 #endif /* KT_APP_H */

@@ -46,6 +46,7 @@ typedef struct kt_admin_connection {
     kt_admin_server *server;
     int fd;
     pid_t peer_pid;
+    uid_t peer_uid;
 } kt_admin_connection;
 
 /* ---- binding ---------------------------------------------------------------------------------- */
@@ -252,7 +253,10 @@ static void *connection_main(void *context)
 {
     kt_admin_connection *connection = context;
     kt_admin_server *server = connection->server;
-    kt_db_session session = {.service = server->service, .peer_pid = connection->peer_pid};
+    kt_db_session session = {.service = server->service,
+                             .peer_pid = connection->peer_pid,
+                             .peer_uid = connection->peer_uid,
+                             .peer_is_api = kt_db_peer_is_api(connection->peer_pid)};
     serve(connection, &session);
     kt_store_close(session.reader);
     (void)close(connection->fd);
@@ -265,7 +269,7 @@ static void *connection_main(void *context)
 }
 
 /* Only our own user (or root) may use the database; the file mode says so, this makes sure. */
-static bool peer_allowed(int fd, pid_t *peer_pid)
+static bool peer_allowed(int fd, pid_t *peer_pid, uid_t *peer_uid)
 {
     struct ucred credentials;
     socklen_t length = sizeof credentials;
@@ -274,6 +278,7 @@ static bool peer_allowed(int fd, pid_t *peer_pid)
         return false;
     }
     *peer_pid = credentials.pid;
+    *peer_uid = credentials.uid;
     if (credentials.uid != 0 && credentials.uid != geteuid()) {
         kt_log(KT_LOG_WARNING, "refused an admin connection from uid %lu (pid %ld)",
                (unsigned long)credentials.uid, (long)credentials.pid);
@@ -285,7 +290,7 @@ static bool peer_allowed(int fd, pid_t *peer_pid)
 static void start_connection(kt_admin_server *server, int fd)
 {
     kt_admin_connection *connection = calloc(1, sizeof *connection);
-    if (connection == NULL || !peer_allowed(fd, &connection->peer_pid)) {
+    if (connection == NULL || !peer_allowed(fd, &connection->peer_pid, &connection->peer_uid)) {
         free(connection);
         (void)close(fd);
         return;

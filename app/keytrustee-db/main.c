@@ -34,17 +34,22 @@
 
 static const char usage[] =
     "usage: keytrustee-db [--confdir DIR] [--pg-rootdir DIR] [--foreground] [--log-level LEVEL]\n"
+    "                     [--user NAME]\n"
     "  --confdir DIR      the .keytrustee directory; its parent is the home\n"
     "                     (default $KEYTRUSTEE_HOME/.keytrustee, else /var/lib/keytrustee)\n"
     "  --pg-rootdir DIR   the database directory (default HOME/db)\n"
     "  --foreground       stay attached and log to stderr\n"
-    "  --log-level LEVEL  debug, info, warning or error (default info)\n";
+    "  --log-level LEVEL  debug, info, warning or error (default info)\n"
+    "  --user NAME        when started as root, run as NAME once the admin socket is bound\n"
+    "                     (default " KT_SERVICE_USER "; '' stays root)\n";
 
 typedef struct kt_db_options {
     const char *confdir;
     const char *rootdir;
     bool foreground;
     kt_log_level level;
+    const char *user;
+    bool user_given;
 } kt_db_options;
 
 typedef struct kt_db_files {
@@ -60,9 +65,10 @@ static int parse_arguments(int argc, char **argv, kt_db_options *options)
     static const struct option long_options[] = {
         {"confdir", required_argument, NULL, 'c'},  {"pg-rootdir", required_argument, NULL, 'r'},
         {"foreground", no_argument, NULL, 'f'},     {"log-level", required_argument, NULL, 'l'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+        {"help", no_argument, NULL, 'h'},           {"user", required_argument, NULL, 'u'},
+        {NULL, 0, NULL, 0},
     };
-    *options = (kt_db_options){.level = KT_LOG_INFO};
+    *options = (kt_db_options){.level = KT_LOG_INFO, .user = KT_SERVICE_USER};
     int option;
     opterr = 0;
     while ((option = getopt_long(argc, argv, "fh", long_options, NULL)) != -1) {
@@ -70,6 +76,7 @@ static int parse_arguments(int argc, char **argv, kt_db_options *options)
         case 'c': options->confdir = optarg; break;
         case 'r': options->rootdir = optarg; break;
         case 'f': options->foreground = true; break;
+        case 'u': options->user = optarg; options->user_given = true; break;
         case 'h': fputs(usage, stdout); return 1;
         case 'l':
             if (kt_log_level_parse(optarg, &options->level) != 0) {
@@ -263,6 +270,10 @@ static int start_service(kt_db_service *service, kt_admin_server *server, const 
         return -1;
     }
     *pid_written = true; /* from here on the pid file is ours to remove */
+    if (kt_audit_open(&service->paths, KT_DB_PROGRAM, error, sizeof error) != 0) {
+        kt_log(KT_LOG_ERROR, "%s", error);
+        return -1;
+    }
     if (kt_replication_glue_start(&service->replication, &service->settings, &service->paths,
                                   error, sizeof error) != 0 ||
         (kt_replication_glue_runs_writer(service->replication) &&
@@ -286,6 +297,7 @@ static void stop_service(kt_db_service *service, kt_admin_server *server, const 
         service->stop_write = -1;
     }
     kt_admin_server_stop(server);
+    kt_audit_close(); /* no request left: flushes every event */
     kt_writer_stop(service->writer);
     service->writer = NULL;
     kt_replication_glue_stop(service->replication);
@@ -296,12 +308,37 @@ static void stop_service(kt_db_service *service, kt_admin_server *server, const 
         kt_log(KT_LOG_WARNING, "cannot remove %s: %s", pid_path, strerror(errno));
 }
 
+/* As root: hands the admin socket to the service user (keytrusteed runs as it too), then becomes
+ * it. The replication port is bound later, as that user (it is above 1024). */
+static int drop_privileges(const kt_db_service *service, const kt_db_options *options)
+{
+    char error[PATH_MAX + 256];
+    uid_t uid;
+    gid_t gid;
+    if (kt_user_ids(options->user, &uid, &gid) == 0 && chown(service->socket_path, uid, gid) != 0) {
+        kt_log(KT_LOG_ERROR, "cannot hand %s to user %s: %s", service->socket_path, options->user,
+               strerror(errno));
+        return -1;
+    }
+    if (kt_privilege_drop(options->user, options->user_given, error, sizeof error) != 0 ||
+        kt_process_harden(error, sizeof error) != 0) {
+        kt_log(KT_LOG_ERROR, "%s", error);
+        return -1;
+    }
+    return 0;
+}
+
 /* Everything before the detach: every check that can tell the user something. */
 static int prepare(kt_db_service *service, const kt_db_options *options, kt_db_files *files,
                    int *lock_fd)
 {
+    char error[256];
     if (kt_crypto_init() != 0) {
         kt_log(KT_LOG_ERROR, "cannot initialise libsodium");
+        return -1;
+    }
+    if (kt_process_harden(error, sizeof error) != 0) {
+        kt_log(KT_LOG_ERROR, "%s", error);
         return -1;
     }
     if (resolve_files(service, options, files) != 0 || load_settings(service, files) != 0 ||
@@ -329,6 +366,10 @@ int main(int argc, char **argv)
         return 1;
     if (kt_admin_server_bind(&server, &service, error, sizeof error) != 0) {
         kt_log(KT_LOG_ERROR, "%s", error);
+        return 1;
+    }
+    if (drop_privileges(&service, &options) != 0) {
+        kt_admin_server_stop(server);
         return 1;
     }
     sigset_t waited;

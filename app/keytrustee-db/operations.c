@@ -483,6 +483,7 @@ static const kt_operation operations[] = {
     {"deposit.set_state", deposit_set_state, FIELDS("client", "uuid", "state")},
     {"deposit.purge", deposit_purge, FIELDS("client", "uuid")},
     {"replication.set_synchronous", replication_set_synchronous, FIELDS("synchronous")},
+    {"backup", kt_backup_handle, FIELDS(NULL)},
 };
 
 static const kt_operation *find_operation(const char *name)
@@ -522,7 +523,8 @@ json_t *kt_operation_handle(kt_db_session *session, const json_t *request)
     kt_log(KT_LOG_DEBUG, "request %s (peer pid %ld)", operation->name, (long)session->peer_pid);
     json_t *failure = NULL;
     json_t *response = kt_fields_known(request, operation->name, operation->fields, &failure) == 0
-                           ? operation->function(session, request)
+                           ? kt_db_audit_run(session, operation->name, operation->function,
+                                             request)
                            : failure;
     if (response != NULL && json_is_false(json_object_get(response, "ok")))
         log_failure(operation->name, response);

@@ -10,6 +10,8 @@
  *   responses.c         response objects (ok, errors, org/client/deposit objects)
  *   writer.c            the single writer thread and its group commit
  *   status.c            the status op
+ *   backup.c            the backup op (a consistent copy for `ktadmin backup`), last_backup
+ *   audit.c             the audit events of operator requests (app/common/audit.c writes them)
  *   replication_glue.c  the seam where replication/ plugs into the writer and the status
  *
  * Nothing here is visible outside keytrustee-db.
@@ -110,6 +112,8 @@ typedef struct kt_db_session {
     kt_db_service *service;
     kt_store *reader; /* opened on first read */
     pid_t peer_pid;
+    uid_t peer_uid;
+    bool peer_is_api; /* keytrusteed: it audits its own requests (audit.c) */
 } kt_db_session;
 
 /* ---- admin_server.c -------------------------------------------------------------------------- */
@@ -133,6 +137,24 @@ json_t *kt_operation_handle(kt_db_session *session, const json_t *request);
  * response. */
 kt_store *kt_session_reader(kt_db_session *session, json_t **failure);
 json_t *kt_status_handle(kt_db_session *session, const json_t *request);
+
+/* ---- audit.c --------------------------------------------------------------------------------- */
+
+typedef json_t *(*kt_db_op_function)(kt_db_session *session, const json_t *request);
+
+/* Whether the peer process is keytrusteed (by its process name). */
+bool kt_db_peer_is_api(pid_t pid);
+/* Runs an op; the audited ones from operator tools are recorded in the audit log, and refused with
+ * audit_unavailable when the log cannot take their event. */
+json_t *kt_db_audit_run(kt_db_session *session, const char *op, kt_db_op_function function,
+                        const json_t *request);
+
+/* ---- backup.c -------------------------------------------------------------------------------- */
+
+/* The backup op: a consistent copy of the database and replication state in a new directory. */
+json_t *kt_backup_handle(kt_db_session *session, const json_t *request);
+/* The last backup's {time, result, path[, message]} for the status op, or JSON null. */
+json_t *kt_last_backup_object(const kt_paths *paths);
 
 /* ---- request_fields.c ------------------------------------------------------------------------ */
 

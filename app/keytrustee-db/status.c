@@ -4,7 +4,8 @@
  *
  *   {"ok": true, "role": "standalone|active|passive", "writable": bool, "reason": CODE (when not
  *    writable), "version": KT_VERSION, "schema_version": N, "counts": {"orgs", "clients",
- *    "deposits"}, "replication": {...}, "active_url": URL (passive only)}
+ *    "deposits"}, "replication": {...}, "active_url": URL (passive only),
+ *    "last_backup": {"time", "result", "path"[, "message"]} or null (backup.c)}
  *
  * Counts and the schema version are read through the connection's reader store, so a status that
  * answers ok also proves the database can be read.
@@ -49,6 +50,8 @@ json_t *kt_status_handle(kt_db_session *session, const json_t *request)
     json_t *response = node_fields(session->service);
     response = kt_response_attach(response, "schema_version",
                                   json_integer(kt_store_schema_version(reader)));
+    response = kt_response_attach(response, "last_backup",
+                                  kt_last_backup_object(&session->service->paths));
     return kt_response_attach(response, "counts",
                               json_pack("{s:I, s:I, s:I}", "orgs", (json_int_t)counts.orgs,
                                         "clients", (json_int_t)counts.clients, "deposits",

@@ -33,6 +33,8 @@ typedef struct options {
     const char *confdir;
     bool foreground;
     const char *log_level;
+    const char *user;  /* --user: drop root to this user after binding (default keytrustee) */
+    bool user_given;
 } options;
 
 static bool log_is_open; /* until then, errors go to stderr only */
@@ -49,12 +51,16 @@ static void report(const char *message)
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: keytrusteed [--confdir DIR] [--foreground] [--log-level LEVEL]\n"
+    fprintf(out, "usage: keytrusteed [--confdir DIR] [--foreground] [--log-level LEVEL] "
+                 "[--user NAME]\n"
                  "  --confdir DIR     the .keytrustee directory (default "
                  "$KEYTRUSTEE_HOME/.keytrustee)\n"
                  "  --foreground      stay attached and log to stderr\n"
                  "  --log-level L     debug, info, warning or error (default: keytrustee.conf's "
-                 "log_level, else info)\n");
+                 "log_level, else info)\n"
+                 "  --user NAME       when started as root, run as NAME once the port is bound "
+                 "and the keys read\n"
+                 "                    (default " KT_SERVICE_USER "; '' stays root)\n");
 }
 
 /* Returns 0, 1 when the program should exit 0 (--help), -1 on a usage error. */
@@ -65,15 +71,18 @@ static int parse_options(int argc, char **argv, options *parsed)
         {"foreground", no_argument, NULL, 'f'},
         {"log-level", required_argument, NULL, 'l'},
         {"help", no_argument, NULL, 'h'},
+        {"user", required_argument, NULL, 'u'},
         {NULL, 0, NULL, 0},
     };
     memset(parsed, 0, sizeof *parsed);
+    parsed->user = KT_SERVICE_USER;
     int option;
     while ((option = getopt_long(argc, argv, "c:fl:h", long_options, NULL)) != -1) {
         switch (option) {
         case 'c': parsed->confdir = optarg; break;
         case 'f': parsed->foreground = true; break;
         case 'l': parsed->log_level = optarg; break;
+        case 'u': parsed->user = optarg; parsed->user_given = true; break;
         case 'h': usage(stdout); return 1;
         default: usage(stderr); return -1;
         }
@@ -202,7 +211,13 @@ static int load_keys(ktd_daemon *daemon, char *error, size_t error_size)
         snprintf(error, error_size, "the path of %s is too long", KT_SERVER_KEY_FILE);
         return -1;
     }
-    return kt_server_keys_load(path, &daemon->keys, error, error_size);
+    if (kt_server_keys_load(path, &daemon->keys, error, error_size) != 0)
+        return -1;
+    if (kt_path_join(path, sizeof path, daemon->paths.ssldir, KT_CERT_KEY_FILE) != 0) {
+        snprintf(error, error_size, "the path of %s is too long", KT_CERT_KEY_FILE);
+        return -1;
+    }
+    return kt_private_file_check(path, error, error_size); /* the TLS key, like the server key */
 }
 
 static int open_log(const ktd_daemon *daemon, bool foreground, kt_log_level level, char *error,
@@ -229,7 +244,8 @@ static int open_log(const ktd_daemon *daemon, bool foreground, kt_log_level leve
 static int prepare(ktd_daemon *daemon, const options *parsed, char *error, size_t error_size)
 {
     kt_log_level level = KT_LOG_INFO;
-    if (load_settings(daemon, parsed, &level, error, error_size) != 0 ||
+    if (kt_process_harden(error, error_size) != 0 ||
+        load_settings(daemon, parsed, &level, error, error_size) != 0 ||
         open_log(daemon, parsed->foreground, level, error, error_size) != 0 ||
         load_keys(daemon, error, error_size) != 0 ||
         kt_private_directory(daemon->paths.rundir, error, error_size) != 0 ||
@@ -296,7 +312,9 @@ static int run(ktd_daemon *daemon, const options *parsed)
     } else {
         /* Logs its own failure: the server is more use running without the monitor than not. */
         (void)ktd_monitor_start(daemon);
-        if (ktd_server_start(daemon, error, sizeof error) != 0)
+        if (ktd_server_start(daemon, error, sizeof error) != 0 ||
+            kt_privilege_drop(parsed->user, parsed->user_given, error, sizeof error) != 0 ||
+            kt_process_harden(error, sizeof error) != 0)
             report(error);
         else
             status = serve(daemon, &signals);

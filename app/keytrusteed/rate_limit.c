@@ -7,7 +7,8 @@
  * an authenticated endpoint.
  *
  *   per source address  every such failure counts against the peer address (IPv6: its /64, since
- *                       one host usually owns a whole /64). Once an address has KTD_RATE_FAILURES
+ *                       one host usually owns a whole /64; an IPv4-mapped IPv6 address counts as
+ *                       its IPv4 address). Once an address has KTD_RATE_FAILURES
  *                       failures within KTD_RATE_WINDOW seconds, its requests to authenticated
  *                       endpoints get 429 rate_limited until the window ends. An attacker can
  *                       only block the address it sends from (clients behind the same NAT share
@@ -25,6 +26,8 @@
  * can therefore push an entry out early — it loses that entry's count, never blocks a bystander.
  * The 429 answers carry Retry-After (seconds until the window ends) and are not counted.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,19 +119,26 @@ static void count_failure(const char *key, int64_t now)
     (void)pthread_mutex_unlock(&counters_mutex);
 }
 
-/* "a:" + the peer address, IPv6 cut to its first four groups (the /64). */
+/* "a:" + the peer address: IPv4 (also when IPv4-mapped in IPv6) whole, other IPv6 as its /64. */
 static void address_key(const ktd_request *request, char key[KEY_MAX])
 {
     const char *address = mg_get_request_info(request->connection)->remote_addr;
-    if (strchr(address, ':') == NULL) {
+    struct in6_addr parsed;
+    char text[INET6_ADDRSTRLEN];
+    if (strchr(address, ':') == NULL || inet_pton(AF_INET6, address, &parsed) != 1) {
         snprintf(key, KEY_MAX, "a:%s", address);
         return;
     }
-    size_t length = 0;
-    int colons = 0;
-    while (address[length] != '\0' && colons < 4 && strncmp(address + length, "::", 2) != 0)
-        colons += address[length++] == ':';
-    snprintf(key, KEY_MAX, "a:%.*s/64", (int)length, address);
+    if (IN6_IS_ADDR_V4MAPPED(&parsed) &&
+        inet_ntop(AF_INET, &parsed.s6_addr[12], text, sizeof text) != NULL) {
+        snprintf(key, KEY_MAX, "a:%s", text);
+        return;
+    }
+    memset(&parsed.s6_addr[8], 0, 8); /* one host usually owns a whole /64 */
+    if (inet_ntop(AF_INET6, &parsed, text, sizeof text) == NULL)
+        snprintf(key, KEY_MAX, "a:%.40s", address);
+    else
+        snprintf(key, KEY_MAX, "a:%s/64", text);
 }
 
 static bool client_key(const ktd_request *request, char key[KEY_MAX])

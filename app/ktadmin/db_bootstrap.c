@@ -239,7 +239,8 @@ int ktadmin_db(ktadmin_context *context, int argc, char **argv)
         return KTADMIN_EXIT_FAILURE;
     }
     int schema_version = 0;
-    if (write_db_conf(&files, &options) != 0 || create_database(&files, &schema_version) != 0)
+    if (write_db_conf(&files, &options) != 0 || create_database(&files, &schema_version) != 0 ||
+        ktadmin_hand_to_service_user(&files.paths) != 0)
         return KTADMIN_EXIT_FAILURE;
     report(&files, &options, schema_version);
     return KTADMIN_EXIT_OK;

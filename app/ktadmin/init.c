@@ -320,6 +320,8 @@ static int run_init(init_run *run, const init_options *options)
         ktadmin_fail("%s", error);
         return -1;
     }
+    if (ktadmin_hand_to_service_user(&run->paths) != 0)
+        return -1;
     report(run);
     return 0;
 }

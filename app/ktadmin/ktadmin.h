@@ -6,7 +6,9 @@
  * server's key material, TLS certificate and keytrustee.conf; `db --bootstrap` creates the database
  * before keytrustee-db first runs; `init-slave` copies the active's database to make this host the
  * passive; `enable-synchronous-replication` turns on synchronous commits on the active; `status`
- * asks keytrustee-db how the node is doing. Each command
+ * asks keytrustee-db how the node is doing; `backup` (and `backup verify`), `backup-key` and
+ * `restore` make, check and restore encrypted backups; `cert` shows and installs the node's TLS
+ * certificate. Each command
  * lives in its own file and is reached through the table in main.c.
  */
 #ifndef KT_KTADMIN_H
@@ -37,6 +39,14 @@ int ktadmin_db(ktadmin_context *context, int argc, char **argv);
 int ktadmin_status(ktadmin_context *context, int argc, char **argv);
 int ktadmin_init_slave(ktadmin_context *context, int argc, char **argv);
 int ktadmin_enable_synchronous_replication(ktadmin_context *context, int argc, char **argv);
+int ktadmin_backup(ktadmin_context *context, int argc, char **argv);      /* and backup verify */
+int ktadmin_backup_key(ktadmin_context *context, int argc, char **argv);
+int ktadmin_restore(ktadmin_context *context, int argc, char **argv);
+int ktadmin_cert(ktadmin_context *context, int argc, char **argv);        /* show, install */
+int ktadmin_audit(ktadmin_context *context, int argc, char **argv);       /* verify */
+/* As root, when the user keytrustee exists: chown -R the home (and the db directory) to it
+ * (ownership.c). Returns 0, or -1 after reporting. */
+int ktadmin_hand_to_service_user(const kt_paths *paths);
 
 /* ---- Command-line helpers (main.c) ----------------------------------------------------------- */
 

@@ -25,6 +25,19 @@ static const char usage_text[] =
     "        on the active: answer writes only once they are on the passive's disk too\n"
     "  status [--json]\n"
     "        ask keytrustee-db for this node's role, health and replication state\n"
+    "  backup [--output DIR] [--roll N] [--recipient FILE | --passphrase-file FILE |\n"
+    "         --cleartext] [-q] [-v]\n"
+    "        a hot, encrypted backup of this node (database, server keys, config, TLS files)\n"
+    "  backup verify FILE [--passphrase-file FILE | --secret-key FILE]\n"
+    "        check that a backup authenticates, matches its manifest and holds a sound database\n"
+    "  backup-key generate --output DIR\n"
+    "        make the key pair backups are encrypted to (keep the secret half offline)\n"
+    "  restore FILE [--passphrase-file FILE | --secret-key FILE] [--pg-rootdir DIR]\n"
+    "        bring a node back from a backup onto an empty home\n"
+    "  cert show [--json] | cert install --cert FILE --key FILE [--ca FILE] [--no-reload]\n"
+    "        show the TLS certificate, or check and install a new one and reload keytrusteed\n"
+    "  audit verify [FILE]\n"
+    "        check the audit log's hash chain and name the first modified, removed or moved entry\n"
     "\n"
     "options:\n"
     "  --confdir DIR   the .keytrustee directory (default $KEYTRUSTEE_HOME/.keytrustee,\n"
@@ -46,6 +59,11 @@ static const ktadmin_command commands[] = {
     {"status", ktadmin_status},
     {"init-slave", ktadmin_init_slave},
     {"enable-synchronous-replication", ktadmin_enable_synchronous_replication},
+    {"backup", ktadmin_backup},
+    {"backup-key", ktadmin_backup_key},
+    {"restore", ktadmin_restore},
+    {"cert", ktadmin_cert},
+    {"audit", ktadmin_audit},
 };
 
 void ktadmin_fail(const char *format, ...)

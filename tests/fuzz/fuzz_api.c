@@ -497,6 +497,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     fake_request_clear(&connection);
     ktd_nonce_cache_free();
+    ktd_rate_reset(); /* each input starts with no failed authentications counted */
     free(request.text);
     free(request.path);
     return 0;

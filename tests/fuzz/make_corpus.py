@@ -274,6 +274,32 @@ def base64_texts():
         write("base64", str(index), bytes([64]) + text.encode())
 
 
+# ---- audit log ---------------------------------------------------------------------------------
+
+def audit_line(seq, previous, members):
+    body = '{"seq":%d,"time":"2026-11-28T12:00:00.000Z","program":"fuzz","pid":1,%s,"prev":"%s"}' % (
+        seq, members, previous)
+    digest = hashlib.blake2b(body.encode(), digest_size=32).hexdigest()
+    return body[:-1] + ',"hash":"%s"}' % digest, digest
+
+
+def audit():
+    previous = "0" * 64
+    lines = []
+    line, previous = audit_line(0, previous, '"action":"audit.chain_start"')
+    lines.append(line)
+    for seq, action in enumerate(["deposit.put", "deposit.get", "org.add"], start=1):
+        line, previous = audit_line(seq, previous, '"actor":"A","action":"%s","object":"o",'
+                                    '"result":"ok","source":"local"' % action)
+        lines.append(line)
+    text = "\n".join(lines) + "\n"
+    write("audit", "intact", text.encode())
+    write("audit", "torn-tail", (text + lines[1][:30]).encode())
+    write("audit", "modified", text.replace('"deposit.get"', '"deposit.got"').encode())
+    write("audit", "removed", ("\n".join(lines[:2] + lines[3:]) + "\n").encode())
+    write("audit", "empty", b"")
+
+
 # ---- replication -------------------------------------------------------------------------------
 
 POSITION = struct.pack("<QQ", 3, 41) + hashlib.blake2b(b"p", digest_size=32).digest()
@@ -345,6 +371,7 @@ def main():
     client_config()
     server_key()
     base64_texts()
+    audit()
     repl_messages()
     repl_channel()
 

@@ -15,7 +15,7 @@
 #   - 20 TCP connections that send nothing neither spin the server (CPU) nor stop a normal client
 #     (curl answered within IDLE_LIMIT_S), and the server closes them after its handshake deadline.
 #     CivetWeb gives each connection a worker thread from the start of its handshake: with fewer
-#     workers than idle connections (keytrusteed has KTD_WORKER_THREADS = 16), a new client waits
+#     workers than idle connections (keytrusteed has KTD_WORKER_THREADS = 64), a new client waits
 #     for the first handshake deadline (5 s) to free one, hence the limit; with more workers than
 #     idle connections it is answered at once (the time is printed).
 #   - A slowloris client (one byte a second, during the handshake or in the HTTP headers after it)
