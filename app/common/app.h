@@ -30,7 +30,9 @@
  *   One `key = value` per line; blank lines and lines starting with '#' are ignored; keys are
  *   [a-z0-9_]+; values run to the end of the line with surrounding blanks trimmed. A line that is
  *   not of this form, or a key given twice, is an error naming the file and line.
- *   keytrustee.conf keys:  external_address (HOST[:PORT] clients use), listen (bind address,
+ *   keytrustee.conf keys:  external_address (HOST[:PORT] clients use), accepted_hosts (more
+ *                          HOST[:PORT] names of this node, blank- or comma-separated: signed
+ *                          requests must name the node, docs/security.md), listen (bind address,
  *                          default 0.0.0.0), port (HTTPS, default 11371), log_level,
  *                          tls_min_version (only 1.2), tls_ciphers (mbedTLS names of ECDHE + AEAD
  *                          suites separated by ':'; default: all of those).

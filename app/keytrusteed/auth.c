@@ -4,12 +4,17 @@
  * Every API request but the fingerprint and health checks carries X-KT-Client (the client's
  * fingerprint), X-KT-Timestamp, X-KT-Nonce and X-KT-Signature: an Ed25519 signature of
  *
- *     keytrustee-request-v1 \n METHOD \n TARGET \n TIMESTAMP \n NONCE \n hex(BLAKE2b-256(body))
+ *     keytrustee-request-v2 \n METHOD \n HOST \n TARGET \n TIMESTAMP \n NONCE \n
+ *     hex(BLAKE2b-256(body))
  *
- * where TARGET is the path and query exactly as sent. A request is accepted when the signature
- * verifies with the client's public key, the timestamp is within 300 s of the server clock, and
- * the nonce was not seen in that window (nonce_cache.c). Every failure is 401; the answer names
- * which check failed but never echoes a signature or a nonce, and neither is logged.
+ * where HOST is the Host header and TARGET the path and query, both exactly as sent. A request is
+ * accepted when the timestamp is within 300 s of the server clock, the Host header names this
+ * node (authority.c), the signature verifies with the client's public key, and the nonce was not
+ * seen in that window (nonce_cache.c). The Host check is what stops a request captured on its way
+ * to one node of a pair from being replayed against the other, whose nonce cache has not seen it;
+ * it comes before the nonce is remembered, so a request refused here uses up nothing. Every
+ * failure is 401; the answer names which check failed but never echoes a signature or a nonce,
+ * and neither is logged.
  *
  * For a registered client the public key comes from keytrustee-db (client.get); a disabled client,
  * or a client of a disabled org, is then refused with 403 — after its signature was checked, so
@@ -25,13 +30,15 @@
 
 #include "app/keytrusteed/keytrusteed.h"
 
-#define SIGNING_PREFIX "keytrustee-request-v1"
+#define SIGNING_PREFIX "keytrustee-request-v2"
 #define NONCE_TEXT_CHARS 24u
 #define SIGNATURE_TEXT_CHARS 88u
 #define TIMESTAMP_MAX_CHARS 18u
 
 typedef struct signed_headers {
     const char *fingerprint;
+    const char *host;                   /* the Host header as sent: signed */
+    char authority[KTD_AUTHORITY_MAX];  /* its canonical form: compared with our names */
     const char *timestamp_text;
     int64_t timestamp;
     const char *nonce_text;
@@ -108,6 +115,11 @@ static int parse_signed_headers(ktd_request *request, signed_headers *headers)
     if (decode_exact(headers->nonce_text, NONCE_TEXT_CHARS, headers->nonce,
                      sizeof headers->nonce) != 0)
         return refuse(request, "X-KT-Nonce must be given once, as base64 of 16 random bytes");
+    headers->host = unique_header(request->connection, "Host");
+    if (ktd_authority_canonical(headers->host, KTD_HOST_DEFAULT_PORT, headers->authority,
+                                sizeof headers->authority) != 0)
+        return refuse(request, "the Host header must be given once, as the HOST[:PORT] of the "
+                               "server URL the request was signed for");
     const char *signature = unique_header(request->connection, "X-KT-Signature");
     if (decode_exact(signature, SIGNATURE_TEXT_CHARS, headers->signature,
                      sizeof headers->signature) != 0)
@@ -139,15 +151,15 @@ static char *string_to_sign(const ktd_request *request, const signed_headers *he
     body_hash_hex(request, body_hash);
     const char *separator = request->query != NULL ? "?" : "";
     const char *query = request->query != NULL ? request->query : "";
-    int size = snprintf(NULL, 0, "%s\n%s\n%s%s%s\n%s\n%s\n%s", SIGNING_PREFIX, request->method,
-                        info->request_uri, separator, query, headers->timestamp_text,
-                        headers->nonce_text, body_hash);
+    int size = snprintf(NULL, 0, "%s\n%s\n%s\n%s%s%s\n%s\n%s\n%s", SIGNING_PREFIX,
+                        request->method, headers->host, info->request_uri, separator, query,
+                        headers->timestamp_text, headers->nonce_text, body_hash);
     char *text = size >= 0 ? malloc((size_t)size + 1) : NULL;
     if (text == NULL)
         return NULL;
-    snprintf(text, (size_t)size + 1, "%s\n%s\n%s%s%s\n%s\n%s\n%s", SIGNING_PREFIX,
-             request->method, info->request_uri, separator, query, headers->timestamp_text,
-             headers->nonce_text, body_hash);
+    snprintf(text, (size_t)size + 1, "%s\n%s\n%s\n%s%s%s\n%s\n%s\n%s", SIGNING_PREFIX,
+             request->method, headers->host, info->request_uri, separator, query,
+             headers->timestamp_text, headers->nonce_text, body_hash);
     *length = (size_t)size;
     return text;
 }
@@ -166,6 +178,22 @@ static int check_clock(ktd_request *request, const signed_headers *headers, int6
     return -1;
 }
 
+/* A request signed for another node (or another name) is refused before its signature is even
+ * checked: its Host line is not ours, so it was never meant for this node. The canonical
+ * authority is safe to quote: ktd_authority_canonical lets through only [a-z0-9._:[\]-]. */
+static int check_host(ktd_request *request, const signed_headers *headers)
+{
+    if (ktd_authority_is_ours(request->daemon, headers->authority))
+        return 0;
+    ktd_respond_error(request, 401, "unauthenticated", NULL,
+                      "this request was signed for another server: Host %.80s is not a name of "
+                      "this node. Sign each request for the URL it is sent to; if this node is "
+                      "reached under that name (load balancer, NAT), add it to accepted_hosts "
+                      "in keytrustee.conf",
+                      headers->authority);
+    return -1;
+}
+
 static int check_signature(ktd_request *request, const signed_headers *headers,
                            const unsigned char public_key[KT_SIGN_PUBLIC_BYTES])
 {
@@ -177,8 +205,8 @@ static int check_signature(ktd_request *request, const signed_headers *headers,
     free(text);
     if (!valid)
         return refuse(request, "the request signature does not verify (sign the method, the "
-                               "path and query as sent, the timestamp, the nonce and the body "
-                               "hash with the client's key)");
+                               "Host header and the path and query as sent, the timestamp, the "
+                               "nonce and the body hash with the client's key)");
     return 0;
 }
 
@@ -212,7 +240,7 @@ int ktd_verify_signature(ktd_request *request,
     if (strcmp(expected, headers.fingerprint) != 0)
         return refuse(request, "X-KT-Client is not the fingerprint of the signing key");
     int64_t now = (int64_t)time(NULL);
-    if (check_clock(request, &headers, now) != 0 ||
+    if (check_clock(request, &headers, now) != 0 || check_host(request, &headers) != 0 ||
         check_signature(request, &headers, public_key) != 0 ||
         check_nonce(request, &headers, now) != 0)
         return -1;

@@ -11,7 +11,8 @@
  *   router.c    matches method and path, answers 404/405, and logs one line when done
  *   json_io.c   reads the body (411, 413, 415), parses strict JSON (400), sends JSON answers
  *   auth.c      checks the request signature, the clock window and the nonce (401), and that the
- *               client and its org are enabled (403)
+ *               client and its org are enabled (403); authority.c says whether the signed Host
+ *               names this node
  *   register.c, deposits.c, health.c   the endpoints
  *   status.c, metrics.c   monitoring: /v1/status, /metrics, and the thread that logs role and
  *               peer changes
@@ -46,6 +47,9 @@
 #define KTD_DB_TIMEOUT_MS     15000          /* one admin-socket call */
 #define KTD_WORKER_THREADS    "64"           /* also bounds concurrent connections */
 #define KTD_REQUEST_TIMEOUT   "10000"        /* ms; CivetWeb's per-read/write timeout */
+#define KTD_AUTHORITY_MAX     272            /* canonical host:port, IPv6 in brackets */
+#define KTD_NAMES_MAX         16             /* names a node answers to (authority.c) */
+#define KTD_HOST_DEFAULT_PORT 443L           /* a Host header without a port: https's default */
 
 /* ---- The daemon (server.c) ------------------------------------------------------------------ */
 
@@ -55,6 +59,8 @@ typedef struct ktd_daemon {
     char listen_address[64];             /* numeric IPv4 or IPv6 */
     long port;
     char external_address[256];
+    char names[KTD_NAMES_MAX][KTD_AUTHORITY_MAX]; /* canonical authorities (authority.c) */
+    size_t name_count;
     struct mg_context *context;          /* the running CivetWeb server */
     kt_secret *tls_pem;                  /* key + certificate CivetWeb runs with (for rollback) */
 } ktd_daemon;
@@ -64,6 +70,19 @@ int ktd_server_start(ktd_daemon *daemon, char *error, size_t error_size);
 /* SIGHUP: serve a re-read certificate; on any failure keep (or restore) the old one. */
 int ktd_server_reload(ktd_daemon *daemon);
 void ktd_server_stop(ktd_daemon *daemon);
+
+/* ---- The node's names (authority.c) -------------------------------------------------------- */
+
+/* Writes host[:port] `text` in canonical form: lowercase host, IPv6 in brackets as inet_ntop
+ * writes it, explicit port (default_port when none is given). -1 when it is not host[:port]. */
+int ktd_authority_canonical(const char *text, long default_port, char *out, size_t out_size);
+/* Fills daemon->names from external_address, the listen address (unless a wildcard), the host
+ * name and accepted_hosts (blanks or commas between names); names without a port get
+ * daemon->port. Returns 0, or -1 with a sentence in error. */
+int ktd_names_load(ktd_daemon *daemon, const char *external_address, const char *accepted_hosts,
+                   char *error, size_t error_size);
+/* Whether a canonical authority is one of this node's names. */
+bool ktd_authority_is_ours(const ktd_daemon *daemon, const char *canonical);
 
 /* ---- TLS material (tls.c) ------------------------------------------------------------------- */
 

@@ -5,9 +5,9 @@
  *
  * Start-up does everything that can fail for a reason the operator must fix while still attached
  * to the terminal: it resolves the paths, reads .keytrustee/keytrustee.conf (listen, port,
- * external_address, log_level), loads the server key (refusing loose permissions, with the chmod
- * that fixes them), reads and checks the TLS key and certificate, and checks that the port can be
- * bound. Only then does it daemonize (unless --foreground), log to logs/keytrusteed.log, write
+ * external_address, accepted_hosts, log_level), loads the server key (refusing loose
+ * permissions, with the chmod that fixes them), reads and checks the TLS key and certificate,
+ * and checks that the port can be bound. Only then does it daemonize (unless --foreground), log to logs/keytrusteed.log, write
  * run/keytrusteed.pid and start the HTTPS server.
  *
  * The main thread then waits for signals (blocked everywhere else): SIGTERM or SIGINT stop the
@@ -128,10 +128,13 @@ static int apply_settings(ktd_daemon *daemon, const kt_config *config, char *err
                      error, error_size) != 0 ||
         check_listen_address(daemon->listen_address, error, error_size) != 0 ||
         copy_setting(daemon->external_address, sizeof daemon->external_address, external,
-                     "external_address", error, error_size) != 0)
+                     "external_address", error, error_size) != 0 ||
+        kt_config_get_long(config, "port", KT_DEFAULT_HTTPS_PORT, 1, 65535, &daemon->port,
+                           error, error_size) != 0)
         return -1;
-    return kt_config_get_long(config, "port", KT_DEFAULT_HTTPS_PORT, 1, 65535, &daemon->port,
-                              error, error_size);
+    /* After the port: a name without one means this node's port. */
+    return ktd_names_load(daemon, external, kt_config_get(config, "accepted_hosts", ""), error,
+                          error_size);
 }
 
 static int choose_log_level(const options *parsed, const kt_config *config, kt_log_level *level,

@@ -146,6 +146,14 @@ static void log_listening(const ktd_daemon *daemon)
                daemon->listen_address, ports[index].port,
                daemon->external_address[0] != '\0' ? daemon->external_address : "not set",
                daemon->keys->fingerprint);
+    char names[KTD_NAMES_MAX * (KTD_AUTHORITY_MAX + 1)] = "";
+    for (size_t index = 0; index < daemon->name_count; index++) {
+        if (index > 0)
+            strcat(names, " ");
+        strcat(names, daemon->names[index]); /* sized for all of them */
+    }
+    kt_log(KT_LOG_INFO, "accepting requests signed for: %s (add others to accepted_hosts)",
+           daemon->name_count > 0 ? names : "no name; set external_address");
 }
 
 static struct mg_context *start_context(ktd_daemon *daemon, const char *pem_path,

@@ -58,14 +58,16 @@ typedef struct kt_request_signature {
     char signature[96]; /* base64 of 64 bytes: 88 characters */
 } kt_request_signature;
 
-/* The string to sign of docs/api.md. Returns 0, or -1 when it does not fit in out_size. */
-int kt_signing_string(char *out, size_t out_size, const char *method, const char *target,
-                      const char *timestamp, const char *nonce, const void *body,
-                      size_t body_length);
-/* Fills the four X-KT-* header values for a request at `timestamp` with `nonce`. */
+/* The string to sign of docs/api.md. `authority` is the Host header the request is sent with
+ * (host:port of the server it is meant for). Returns 0, or -1 when it does not fit in out_size. */
+int kt_signing_string(char *out, size_t out_size, const char *method, const char *authority,
+                      const char *target, const char *timestamp, const char *nonce,
+                      const void *body, size_t body_length);
+/* Fills the four X-KT-* header values for a request to the server `authority` (its Host header)
+ * at `timestamp` with `nonce`. */
 int kt_request_sign(kt_request_signature *signature, const char *fingerprint,
-                    const kt_secret *secret_key, const char *method, const char *target,
-                    const void *body, size_t body_length, int64_t timestamp,
+                    const kt_secret *secret_key, const char *method, const char *authority,
+                    const char *target, const void *body, size_t body_length, int64_t timestamp,
                     const unsigned char nonce[KT_NONCE_BYTES]);
 
 /* ---- HTTP/1.1 -------------------------------------------------------------------------------- */
@@ -76,6 +78,7 @@ int kt_request_sign(kt_request_signature *signature, const char *fingerprint,
 #define KT_HTTP_MAX_BODY    (1024u * 1024u) /* decoded body */
 #define KT_HTTP_MAX_CHUNK_LINE 1024u        /* chunk-size line with extensions */
 #define KT_HTTP_MAX_TARGET  2048u           /* request target we send */
+#define KT_HTTP_MAX_AUTHORITY 265u          /* Host header we send: kt_url's authority */
 /* Raw bytes read at most: head, body and chunked framing. */
 #define KT_HTTP_MAX_RESPONSE (KT_HTTP_MAX_HEAD + 2u * KT_HTTP_MAX_BODY)
 

@@ -198,9 +198,10 @@ static kt_client_status attempt(const kt_client_endpoint *endpoint, size_t serve
     unsigned char nonce[KT_NONCE_BYTES];
     kt_random(nonce, sizeof nonce);
     kt_request_signature signature;
+    /* Signed for this server alone: the next attempt, on the other node, signs anew. */
     if (kt_request_sign(&signature, endpoint->fingerprint, endpoint->secret_key, call->method,
-                        call->target, call->body, call->body_length, (int64_t)time(NULL),
-                        nonce) != 0) {
+                        server->authority, call->target, call->body, call->body_length,
+                        (int64_t)time(NULL), nonce) != 0) {
         outcome->failure = KT_TLS_ERROR;
         return kt_client_fail(KT_CLIENT_ERROR, error, error_size,
                               "cannot sign the request to %s (bad client key or target)",

@@ -1,6 +1,9 @@
 -- bench/wrk/kt_signed.lua — a wrk request hook that signs every request the way docs/api.md
 -- says ("Request signing"): X-KT-Client, X-KT-Timestamp, a fresh X-KT-Nonce and an Ed25519
--- X-KT-Signature over "keytrustee-request-v1\nMETHOD\nTARGET\nTIMESTAMP\nNONCE\nBLAKE2b-256(body)".
+-- X-KT-Signature over
+-- "keytrustee-request-v2\nMETHOD\nHOST\nTARGET\nTIMESTAMP\nNONCE\nBLAKE2b-256(body)", where HOST
+-- is the authority of the URL given to wrk (host[:port] as written there), sent as the Host
+-- header: a keytrustee node refuses a request signed for another node.
 -- The crypto is libsodium through LuaJIT's FFI (Debian's wrk is built on LuaJIT), so each request
 -- costs the client one signature, as a real client would pay.
 --
@@ -12,7 +15,7 @@
 --   KT_BENCH_BODY      the body (POST), where every "{unique}" becomes a string unique to this
 --                      request (thread, random prefix, counter): e.g.
 --                      {"handle":"bench-{unique}","secret":"<base64 of a 100-byte key>"}
--- The URL given to wrk supplies scheme, host and port; its path is ignored.
+-- The URL given to wrk supplies scheme, host and port (the signed Host); its path is ignored.
 
 local ffi = require("ffi")
 ffi.cdef[[
@@ -67,6 +70,16 @@ local method = os.getenv("KT_BENCH_METHOD") or "GET"
 local path = os.getenv("KT_BENCH_PATH") or error("kt_signed.lua: set KT_BENCH_PATH")
 local body_template = os.getenv("KT_BENCH_BODY")
 
+-- The Host header for wrk's URL, built as wrk itself builds it (wrk.lua's wrk.init): IPv6 in
+-- brackets, the port only when the URL gives one. Set explicitly below so the header sent is the
+-- one signed, whatever a wrk version's default.
+local function authority()
+  local host = wrk.host
+  if host:find(":") then host = "[" .. host .. "]" end
+  if wrk.port ~= nil and wrk.port ~= "" then host = host .. ":" .. wrk.port end
+  return host
+end
+
 local prefix, counter = "", 0
 local nonce = ffi.new("unsigned char[16]")
 local signature = ffi.new("unsigned char[64]")
@@ -88,10 +101,12 @@ function request()
   local nonce_b64 = base64(nonce, 16)
   local payload = body or ""
   sodium.crypto_generichash(digest, 32, payload, #payload, nil, 0)
-  local to_sign = "keytrustee-request-v1\n" .. method .. "\n" .. path .. "\n" .. timestamp ..
-    "\n" .. nonce_b64 .. "\n" .. hex(digest, 32)
+  local host = authority()
+  local to_sign = "keytrustee-request-v2\n" .. method .. "\n" .. host .. "\n" .. path .. "\n" ..
+    timestamp .. "\n" .. nonce_b64 .. "\n" .. hex(digest, 32)
   sodium.crypto_sign_detached(signature, nil, to_sign, #to_sign, sk)
   local headers = {
+    ["Host"] = host,
     ["X-KT-Client"] = fingerprint,
     ["X-KT-Timestamp"] = timestamp,
     ["X-KT-Nonce"] = nonce_b64,

@@ -7,6 +7,11 @@
  *     METHOD SP TARGET LF  (Name: value LF)*  LF  body
  * Flag bits 0-1 sign the request with ktclient's signer (kt_request_sign): 0 unsigned, 1 as the
  * registered, active client A, 2 as client B (disabled), 3 as A with a timestamp 1000 s old.
+ * The node's names are kt01.example.com:11371 (its external_address), 127.0.0.1:11371 (listen)
+ * and the machine's host name. Without bit 7 the request carries the input's own Host header(s),
+ * or else "Host: kt01.example.com:11371", and is signed for the first Host it carries; with bit 7
+ * it is signed for kt01.example.com:11371 but carries only the input's Host headers, if any: a
+ * Host rewritten (or removed) after signing.
  * Bits 2-4 make keytrustee-db answer an error (not_found, conflict, passive, write_unavailable,
  * indeterminate, disk_full, or a lost connection); bit 5 applies it to client.get as well, bit 6
  * only from the handler's second call on. Signing in the harness lets the fuzzer reach the
@@ -44,6 +49,8 @@
 #define ORG_SECRET "s3cret-of-acme-0123"
 #define DEPOSIT_SECRET "hunter2-deposit-plaintext"
 #define ORG_AUTH_CONTEXT "keytrustee-org-auth"
+#define NODE_NAME "kt01.example.com"            /* external_address */
+#define NODE_AUTHORITY NODE_NAME ":11371"       /* as ktclient sends it */
 
 typedef struct fuzz_client {
     unsigned char public_key[KT_SIGN_PUBLIC_BYTES];
@@ -96,6 +103,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     }
     snprintf(daemon_state.listen_address, sizeof daemon_state.listen_address, "127.0.0.1");
     daemon_state.port = 11371;
+    if (ktd_names_load(&daemon_state, NODE_NAME, "", error, sizeof error) != 0) {
+        fprintf(stderr, "fuzz_api: %s\n", error);
+        abort();
+    }
     ktd_json_use_wiping_allocator();
     /* Seeds 0x41 and 0x42: tests/fuzz/corpus/api was written with these keys. */
     make_client(&clients[0], 0x41, "host-a", "active");
@@ -290,6 +301,7 @@ typedef struct parsed_request {
     char *values[FAKE_HEADERS_MAX];
     size_t header_count;
     bool own_signature_headers;
+    const char *own_host;       /* the input's first Host header; NULL when it has none */
     size_t length_headers;      /* Content-Length headers */
     bool length_is_body;        /* the one Content-Length names exactly the body sent */
 } parsed_request;
@@ -339,7 +351,7 @@ static bool parse_request(const uint8_t *data, size_t size, parsed_request *requ
             break;
         }
         char *colon = strchr(cursor, ':');
-        if (colon != NULL && request->header_count < FAKE_HEADERS_MAX - 4) {
+        if (colon != NULL && request->header_count < FAKE_HEADERS_MAX - 5) {
             *colon = '\0';
             request->names[request->header_count] = trim_blanks(cursor);
             request->values[request->header_count] = trim_blanks(colon + 1);
@@ -347,6 +359,9 @@ static bool parse_request(const uint8_t *data, size_t size, parsed_request *requ
                 request->own_signature_headers = true;
             if (strcasecmp(request->names[request->header_count], "Content-Length") == 0)
                 request->length_headers++;
+            if (strcasecmp(request->names[request->header_count], "Host") == 0 &&
+                request->own_host == NULL)
+                request->own_host = request->values[request->header_count];
             request->header_count++;
         }
         cursor = next + 1;
@@ -376,15 +391,16 @@ static bool parse_request(const uint8_t *data, size_t size, parsed_request *requ
 /* The four X-KT-* headers of a request signed by `client`; false when ktclient refuses to sign
  * (a target longer than it ever sends). */
 static bool sign_request(const parsed_request *request, const fuzz_client *client,
-                         int64_t timestamp, kt_request_signature *signature)
+                         const char *authority, int64_t timestamp,
+                         kt_request_signature *signature)
 {
     static uint64_t counter;
     unsigned char nonce[KT_NONCE_BYTES] = {0};
     counter++;
     memcpy(nonce, &counter, sizeof counter);
     return kt_request_sign(signature, client->fingerprint, client->secret_key, request->method,
-                           request->target, request->body, request->body_length, timestamp,
-                           nonce) == 0;
+                           authority, request->target, request->body, request->body_length,
+                           timestamp, nonce) == 0;
 }
 
 /* ---- the answer ------------------------------------------------------------------------------ */
@@ -465,12 +481,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct mg_connection connection;
     fake_request_init(&connection, &daemon_state, request.method, request.path, request.query,
                       request.body, request.body_length);
+    bool host_rewritten = (flags & 0x80) != 0;
+    if (!host_rewritten && request.own_host == NULL)
+        fake_request_header(&connection, "Host", NODE_AUTHORITY);
+    const char *signed_host =
+        host_rewritten || request.own_host == NULL ? NODE_AUTHORITY : request.own_host;
     kt_request_signature signature;
     bool signed_ok = false;
     if (sign_mode != 0) {
         const fuzz_client *client = &clients[sign_mode == 2 ? 1 : 0];
         int64_t now = (int64_t)time(NULL);
-        signed_ok = sign_request(&request, client, sign_mode == 3 ? now - 1000 : now, &signature);
+        signed_ok = sign_request(&request, client, signed_host, sign_mode == 3 ? now - 1000 : now,
+                                 &signature);
         if (signed_ok) {
             fake_request_header(&connection, "X-KT-Client", signature.client);
             fake_request_header(&connection, "X-KT-Timestamp", signature.timestamp);
@@ -491,7 +513,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                                    : request.length_headers == 1 &&
                                                          request.length_is_body;
     if (sign_mode == 1 && signed_ok && body_framed && !request.own_signature_headers &&
-        fault_mode == 0 && strcmp(request.path, "/v1/register") != 0)
+        !host_rewritten && request.own_host == NULL && fault_mode == 0 &&
+        strcmp(request.path, "/v1/register") != 0)
         FUZZ_CHECK(connection.status != 401, "a request signed by ktclient was refused: %s",
                    connection.written != NULL ? (const char *)connection.written : "");
 

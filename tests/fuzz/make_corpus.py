@@ -48,6 +48,7 @@ def write(target, name, data):
 
 def config():
     write("config", "keytrustee", "# keytrustee.conf\nexternal_address = kt01.example.com:11371\n"
+          "accepted_hosts = kt.example.com:443, [2001:db8::1]\n"
           "listen = 0.0.0.0\nport = 11371\nlog_level = info\n")
     write("config", "db-active", "role = active\nreplication_listen = 0.0.0.0\n"
           "replication_port = 11381\nslave = kt02.example.com\nsynchronous = yes\n")
@@ -197,6 +198,17 @@ def api():
     write("api", "bad-json", request(1, "POST", "/v1/deposits",
                                      [("Content-Length", "9"), ("Content-Type", "application/json")],
                                      '{"a":1,}x'))
+    # Host, the authority each request is signed for (fuzz_api.c: the node is
+    # kt01.example.com:11371; flag bit 7 signs for it whatever Host is sent).
+    write("api", "host-other-node", request(1, "GET", deposit, [("Host", "kt02.example.com:11371")]))
+    # Signed for kt01.example.com:11371, sent to the node's other name: the signature fails.
+    write("api", "host-rewritten", request(1 | 0x80, "GET", deposit, [("Host", "127.0.0.1:11371")]))
+    write("api", "host-case", request(1, "GET", deposit, [("Host", "KT01.Example.COM:11371")]))
+    write("api", "host-default-port", request(1, "GET", deposit, [("Host", "kt01.example.com")]))
+    write("api", "host-ipv6", request(1, "GET", "/v1/deposits", [("Host", "[0::1]:11371")]))
+    write("api", "host-missing", request(1 | 0x80, "GET", "/v1/deposits"))
+    write("api", "host-twice", request(1, "GET", "/v1/deposits", [
+        ("Host", "kt01.example.com:11371"), ("Host", "kt01.example.com:11371")]))
     write("api", "not-found", request(0, "GET", "/v2/nothing"))
     write("api", "not-allowed", request(0, "PUT", "/v1/deposits"))
     write("api", "body-on-get", request(0, "GET", "/v1/health", [("Content-Length", "3")], "abc"))

@@ -81,12 +81,13 @@ request() {
         -w '%{http_code}' "${data[@]}" "$@" "$url$target")
 }
 
-# sign CLIENTDIR METHOD TARGET BODYFILE: fills the array $signature with curl -H options.
+# sign CLIENTDIR METHOD TARGET BODYFILE: fills the array $signature with curl -H options: the
+# Host header of $url and the four X-KT-* headers, signed for that host.
 sign() {
     signature=()
     local line
     while IFS= read -r line; do signature+=(-H "$line"); done \
-        < <("$KT_SIGN" headers "$1" "$2" "$3" "$4")
+        < <("$KT_SIGN" headers "$1" "$2" "${url#https://}" "$3" "$4")
 }
 
 # signed CLIENTDIR METHOD TARGET BODYFILE [curl options...]

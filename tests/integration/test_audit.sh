@@ -57,7 +57,7 @@ signed() { # CLIENTDIR METHOD TARGET BODYFILE [curl options...]
     shift 4
     local headers=()
     while IFS= read -r line; do headers+=(-H "$line"); done \
-        < <("$KT_SIGN" headers "$client" "$method" "$target" "$body")
+        < <("$KT_SIGN" headers "$client" "$method" "${url#https://}" "$target" "$body")
     request "$method" "$target" "$body" "${headers[@]}" "$@"
 }
 

@@ -106,7 +106,8 @@ check "... which is unchanged" cmp -s "$KT_WORK/out" "$KT_WORK/data01.first"
 mkdir -p "$KT_WORK/signer" && chmod 700 "$KT_WORK/signer"
 sed -n 's/^keytrustee-client-key-v1 //p' "$KT_WORK/c1/client.key" >"$KT_WORK/signer/key"
 chmod 600 "$KT_WORK/signer/key"
-mapfile -t headers < <("$KT_TESTS/kt_sign" headers "$KT_WORK/signer" DELETE "/v1/deposits/$master_uuid" "")
+mapfile -t headers < <("$KT_TESTS/kt_sign" headers "$KT_WORK/signer" DELETE "${alpha#https://}" \
+    "/v1/deposits/$master_uuid" "")
 curl_headers=()
 for header in "${headers[@]}"; do curl_headers+=(-H "$header"); done
 code=$(curl -s --cacert "$ca" -o /dev/null -w '%{http_code}' -X DELETE "${curl_headers[@]}" "$alpha/v1/deposits/$master_uuid")

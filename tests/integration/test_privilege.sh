@@ -114,7 +114,7 @@ printf '{"org":"acme","auth":"%s","name":"host1","public_key":"%s"}' "$secret" \
 signed_status() { # METHOD TARGET BODYFILE
     local headers=() line
     while IFS= read -r line; do headers+=(-H "$line"); done \
-        < <("$KT_SIGN" headers "$work/c1" "$1" "$2" "$3")
+        < <("$KT_SIGN" headers "$work/c1" "$1" "${url#https://}" "$2" "$3")
     curl -sk --max-time 20 -X "$1" -o "$work/body" -w '%{http_code}' \
         -H 'Content-Type: application/json' --data-binary "@$3" "${headers[@]}" "$url$2"
 }

@@ -50,7 +50,7 @@ c1=$(cut -d' ' -f1 "$work/c1.id")
 call() { # METHOD TARGET [BODYFILE]: prints the status; body in $work/body
     local headers=() line body=${3:-}
     while IFS= read -r line; do headers+=(-H "$line"); done \
-        < <("$KT_SIGN" headers "$work/c1" "$1" "$2" "$body")
+        < <("$KT_SIGN" headers "$work/c1" "$1" "${url#https://}" "$2" "$body")
     local data=()
     [ -n "$body" ] && data=(-H 'Content-Type: application/json' --data-binary "@$body")
     curl -sk --max-time 60 -X "$1" -o "$work/body" -w '%{http_code}' "${data[@]}" "${headers[@]}" "$url$2"

@@ -4,11 +4,12 @@
  *   kt_sign keygen DIR
  *       creates an Ed25519 key pair, writes the secret key to DIR/key (mode 0600, base64 of the
  *       64-byte libsodium secret key) and prints "FINGERPRINT PUBLIC_KEY_BASE64".
- *   kt_sign headers DIR METHOD TARGET BODYFILE
- *       prints the four signature headers of docs/api.md, one "Name: value" per line, for a
- *       request with that method, target (path and query exactly as curl will send them) and the
- *       body in BODYFILE ("" or /dev/null for none). KT_SIGN_TIME=SECONDS replaces the current time
- *       (for stale-timestamp tests).
+ *   kt_sign headers DIR METHOD AUTHORITY TARGET BODYFILE
+ *       prints the Host header and the four signature headers of docs/api.md, one "Name: value"
+ *       per line, for a request to the server AUTHORITY (host:port, as in the URL: it becomes the
+ *       Host header, which is signed) with that method, target (path and query exactly as curl
+ *       will send them) and the body in BODYFILE ("" or /dev/null for none).
+ *       KT_SIGN_TIME=SECONDS replaces the current time (for stale-timestamp tests).
  *
  * It is written from docs/api.md alone, independently of ktclient, so that the server and the
  * client library are each checked against the document rather than against each other.
@@ -136,8 +137,8 @@ static int64_t signing_time(void)
     return forced != NULL ? strtoll(forced, NULL, 10) : (int64_t)time(NULL);
 }
 
-static int print_headers(const kt_secret *key, const char *method, const char *target,
-                         const unsigned char *body, size_t body_length)
+static int print_headers(const kt_secret *key, const char *method, const char *authority,
+                         const char *target, const unsigned char *body, size_t body_length)
 {
     unsigned char public_key[KT_SIGN_PUBLIC_BYTES], nonce[16], hash[KT_HASH_BYTES];
     unsigned char signature[KT_SIGNATURE_BYTES];
@@ -151,27 +152,28 @@ static int print_headers(const kt_secret *key, const char *method, const char *t
     snprintf(timestamp, sizeof timestamp, "%" PRId64, signing_time());
     if (kt_base64_encode(nonce_text, sizeof nonce_text, nonce, sizeof nonce) != 0)
         return fail("cannot encode the nonce", NULL);
-    size_t size = strlen(method) + strlen(target) + 256;
+    size_t size = strlen(method) + strlen(authority) + strlen(target) + 256;
     char *text = malloc(size);
     if (text == NULL)
         return fail("out of memory", NULL);
-    int length = snprintf(text, size, "keytrustee-request-v1\n%s\n%s\n%s\n%s\n%s", method, target,
-                          timestamp, nonce_text, hash_text);
+    int length = snprintf(text, size, "keytrustee-request-v2\n%s\n%s\n%s\n%s\n%s\n%s", method,
+                          authority, target, timestamp, nonce_text, hash_text);
     int status = 1;
     if (length < 0 || kt_sign(signature, text, (size_t)length, key) != 0 ||
         kt_base64_encode(signature_text, sizeof signature_text, signature, sizeof signature) != 0)
         fail("cannot sign", NULL);
     else {
-        printf("X-KT-Client: %s\nX-KT-Timestamp: %s\nX-KT-Nonce: %s\nX-KT-Signature: %s\n",
-               fingerprint, timestamp, nonce_text, signature_text);
+        printf("Host: %s\nX-KT-Client: %s\nX-KT-Timestamp: %s\nX-KT-Nonce: %s\n"
+               "X-KT-Signature: %s\n",
+               authority, fingerprint, timestamp, nonce_text, signature_text);
         status = 0;
     }
     free(text);
     return status;
 }
 
-static int headers(const char *directory, const char *method, const char *target,
-                   const char *body_path)
+static int headers(const char *directory, const char *method, const char *authority,
+                   const char *target, const char *body_path)
 {
     unsigned char *body = NULL;
     size_t body_length = 0;
@@ -182,7 +184,7 @@ static int headers(const char *directory, const char *method, const char *target
     else if (read_body(body_path, &body, &body_length) != 0)
         fail("cannot read the body file", strerror(errno));
     else
-        status = print_headers(key, method, target, body, body_length);
+        status = print_headers(key, method, authority, target, body, body_length);
     free(body);
     kt_secret_free(key);
     return status;
@@ -194,8 +196,9 @@ int main(int argc, char **argv)
         return fail("libsodium failed to initialise", NULL);
     if (argc == 3 && strcmp(argv[1], "keygen") == 0)
         return keygen(argv[2]);
-    if (argc == 6 && strcmp(argv[1], "headers") == 0)
-        return headers(argv[2], argv[3], argv[4], argv[5]);
-    fprintf(stderr, "usage: kt_sign keygen DIR | kt_sign headers DIR METHOD TARGET BODYFILE\n");
+    if (argc == 7 && strcmp(argv[1], "headers") == 0)
+        return headers(argv[2], argv[3], argv[4], argv[5], argv[6]);
+    fprintf(stderr, "usage: kt_sign keygen DIR | kt_sign headers DIR METHOD AUTHORITY TARGET "
+                    "BODYFILE\n");
     return 2;
 }

@@ -442,21 +442,49 @@ TEST(signing_string_fixed)
 {
     char text[1024];
     const char *body = "{\"handle\":\"disk1\",\"secret\":\"c2VjcmV0\"}";
-    REQUIRE(kt_signing_string(text, sizeof text, "POST", "/v1/deposits?handle=disk1",
-                              "1764331200", "AAAAAAAAAAAAAAAAAAAAAA==", body, strlen(body)) == 0);
-    /* The hash is `printf '%s' BODY | b2sum -l 256`. */
-    CHECK_EQ_STR(text, "keytrustee-request-v1\n"
+    REQUIRE(kt_signing_string(text, sizeof text, "POST", "kt01.example.com:11371",
+                              "/v1/deposits?handle=disk1", "1764331200",
+                              "AAAAAAAAAAAAAAAAAAAAAA==", body, strlen(body)) == 0);
+    /* The hash is `printf '%s' BODY | b2sum -l 256`. docs/api.md shows this very example. */
+    CHECK_EQ_STR(text, "keytrustee-request-v2\n"
                        "POST\n"
+                       "kt01.example.com:11371\n"
                        "/v1/deposits?handle=disk1\n"
                        "1764331200\n"
                        "AAAAAAAAAAAAAAAAAAAAAA==\n"
                        "6ee9198a7534fdc7b0d77aad5ac0604f91a35305edba787f08c574d9bd499fa6");
 
-    REQUIRE(kt_signing_string(text, sizeof text, "GET", "/v1/deposits", "5", "bm9uY2U=", NULL,
-                              0) == 0);
-    CHECK_EQ_STR(text, "keytrustee-request-v1\nGET\n/v1/deposits\n5\nbm9uY2U=\n"
+    REQUIRE(kt_signing_string(text, sizeof text, "GET", "[::1]:8443", "/v1/deposits", "5",
+                              "bm9uY2U=", NULL, 0) == 0);
+    CHECK_EQ_STR(text, "keytrustee-request-v2\nGET\n[::1]:8443\n/v1/deposits\n5\nbm9uY2U=\n"
                        "0e5751c026e543b2e8ab2eb06099daa1d1e5df47778f7787faab45cdf12fe3a8");
-    CHECK(kt_signing_string(text, 40, "GET", "/v1/deposits", "5", "n", NULL, 0) != 0);
+    CHECK(kt_signing_string(text, 40, "GET", "kt01:11371", "/v1/deposits", "5", "n", NULL, 0) !=
+          0);
+}
+
+/* docs/api.md's worked example, computed independently (Python's `cryptography` package): the
+ * key with seed 32 x 0x41 signing a put to kt01.example.com:11371. Ed25519 is deterministic, so
+ * ktclient must produce exactly this signature. */
+TEST(request_signature_matches_the_documented_example)
+{
+    REQUIRE(kt_crypto_init() == 0);
+    static const char secret_key_base64[] =
+        "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUHbmV/iUWnRQcq5u7qSuqAfny4ezn30yyrAUZDzf8wfnQ==";
+    kt_secret *secret_key = kt_secret_new(KT_SIGN_SECRET_BYTES);
+    REQUIRE(secret_key != NULL);
+    size_t length = 0;
+    REQUIRE(kt_base64_decode(secret_key->bytes, secret_key->length, &length, secret_key_base64,
+                             strlen(secret_key_base64)) == 0 &&
+            length == KT_SIGN_SECRET_BYTES);
+    unsigned char nonce[KT_NONCE_BYTES] = {0};
+    const char *body = "{\"handle\":\"disk1\",\"secret\":\"c2VjcmV0\"}";
+    kt_request_signature signature;
+    REQUIRE(kt_request_sign(&signature, "07A035F438B0E322CC07B76952BB18E255CB8D69", secret_key,
+                            "POST", "kt01.example.com:11371", "/v1/deposits", body, strlen(body),
+                            1764331200, nonce) == 0);
+    CHECK_EQ_STR(signature.signature, "Ps8KGx6QdOlD/XNNQqUylMT22BAlfK5hAM7ktMTmN/xEn0vg5vpW3fvtuslb"
+                                      "5cQPL1mc/CDB6dIctEgoZ9OpBw==");
+    kt_secret_free(secret_key);
 }
 
 TEST(request_signature_verifies)
@@ -470,23 +498,31 @@ TEST(request_signature_verifies)
     unsigned char nonce[KT_NONCE_BYTES] = {0};
     kt_request_signature signature;
     const char *body = "{}";
-    REQUIRE(kt_request_sign(&signature, fingerprint, secret_key, "POST", "/v1/register", body, 2,
-                            1764331200, nonce) == 0);
+    REQUIRE(kt_request_sign(&signature, fingerprint, secret_key, "POST", "kt01:11371",
+                            "/v1/register", body, 2, 1764331200, nonce) == 0);
     CHECK_EQ_STR(signature.client, fingerprint);
     CHECK_EQ_STR(signature.timestamp, "1764331200");
     CHECK_EQ_STR(signature.nonce, "AAAAAAAAAAAAAAAAAAAAAA==");
     CHECK_EQ_INT(strlen(signature.signature), 88);
 
     char text[512];
-    REQUIRE(kt_signing_string(text, sizeof text, "POST", "/v1/register", "1764331200",
-                              "AAAAAAAAAAAAAAAAAAAAAA==", body, 2) == 0);
+    REQUIRE(kt_signing_string(text, sizeof text, "POST", "kt01:11371", "/v1/register",
+                              "1764331200", "AAAAAAAAAAAAAAAAAAAAAA==", body, 2) == 0);
     unsigned char raw[KT_SIGNATURE_BYTES];
     size_t raw_length = 0;
     REQUIRE(kt_base64_decode(raw, sizeof raw, &raw_length, signature.signature, 88) == 0);
     CHECK(kt_sign_verify(raw, text, strlen(text), public_key));
+    /* The same request for the other node of the pair: the signature does not carry over. */
+    char other[512];
+    REQUIRE(kt_signing_string(other, sizeof other, "POST", "kt02:11371", "/v1/register",
+                              "1764331200", "AAAAAAAAAAAAAAAAAAAAAA==", body, 2) == 0);
+    CHECK(!kt_sign_verify(raw, other, strlen(other), public_key));
     text[strlen(text) - 1] ^= 1;
     CHECK(!kt_sign_verify(raw, text, strlen(text), public_key));
-    CHECK(kt_request_sign(&signature, "short", secret_key, "GET", "/", NULL, 0, 1, nonce) != 0);
+    CHECK(kt_request_sign(&signature, "short", secret_key, "GET", "kt01:11371", "/", NULL, 0, 1,
+                          nonce) != 0);
+    CHECK(kt_request_sign(&signature, fingerprint, secret_key, "GET", "", "/", NULL, 0, 1,
+                          nonce) != 0);
     kt_secret_free(secret_key);
 }
 
