@@ -144,6 +144,7 @@ check-long: deps
 	$(MAKE) SAN=1 all tests
 	$(MAKE) all # tests/integration/test_valgrind.sh runs the normal build under valgrind
 	KT_LONG=1 tests/run.sh
+	$(MAKE) fuzz-long FUZZ_JOBS=2 # issue 7: every fuzz target for FUZZ_LONG_SECONDS (>= 10 min)
 
 bench: deps all tests
 	bench/run.sh
