@@ -94,6 +94,7 @@
 #define KT_APP_H
 
 #include <limits.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -199,6 +200,45 @@ int kt_json_get_base64(const json_t *object, const char *key, unsigned char *out
                        size_t *length);
 /* Sets key to the base64 of the bytes; -1 on allocation failure. */
 int kt_json_set_base64(json_t *object, const char *key, const void *bytes, size_t length);
+
+/* ---- Operator command lines (cli.c) ---------------------------------------------------------- */
+
+/* ktadmin and keytrustee-orgtool: global options before the command name, then the command's own
+ * options with getopt_long; a bad command line is "PROGRAM COMMAND: <message>" and the command's
+ * synopsis on stderr, and exit status KT_CLI_EXIT_USAGE. */
+#define KT_CLI_EXIT_OK    0
+#define KT_CLI_EXIT_USAGE 2
+
+typedef enum kt_cli_parse_result {
+    KT_CLI_PARSE_OK,
+    KT_CLI_PARSE_HELP, /* --help was given and the usage printed: exit 0 */
+    KT_CLI_PARSE_ERROR /* a message and the synopsis were printed: exit 2 */
+} kt_cli_parse_result;
+
+typedef struct kt_cli_program {
+    const char *name;        /* "ktadmin" */
+    const char *usage;       /* --help text */
+    const char *short_usage; /* after a global usage error */
+} kt_cli_program;
+
+/* Prints "PROGRAM COMMAND: <message>" and the synopsis of `usage` (its lines up to the first
+ * option description) to stderr. */
+void kt_cli_usage_error(const char *program, const char *command, const char *usage,
+                        const char *format, ...) __attribute__((format(printf, 4, 5)));
+void kt_cli_usage_verror(const char *program, const char *command, const char *usage,
+                         const char *format, va_list arguments)
+    __attribute__((format(printf, 4, 0)));
+/* Reports what getopt_long returned for an unknown option ('?') or a missing argument (':'). */
+void kt_cli_option_error(const char *program, const char *command, const char *usage, int result,
+                         char **argv);
+/* Rejects arguments left after the options. */
+kt_cli_parse_result kt_cli_no_operands(const char *program, const char *command,
+                                       const char *usage, int argc, char **argv);
+/* Parses --confdir DIR (into *confdir), --help and --version before the command name. Returns the
+ * index of the command name, or -1 with *exit_code set: KT_CLI_EXIT_OK after --help or
+ * --version (printed), KT_CLI_EXIT_USAGE after a message on stderr. */
+int kt_cli_global_options(const kt_cli_program *program, int argc, char **argv,
+                          const char **confdir, int *exit_code);
 
 /* ---- Audit log (audit.c) -------------------------------------------------------------------- */
 

@@ -21,9 +21,9 @@
 #include "app/common/app.h"
 
 enum {
-    KTADMIN_EXIT_OK = 0,
+    KTADMIN_EXIT_OK = KT_CLI_EXIT_OK,
     KTADMIN_EXIT_FAILURE = 1, /* the command ran and failed, or the node is unhealthy */
-    KTADMIN_EXIT_USAGE = 2    /* bad command line */
+    KTADMIN_EXIT_USAGE = KT_CLI_EXIT_USAGE /* bad command line */
 };
 
 /* The options every command accepts; --confdir may come before or after the command name. */
@@ -48,13 +48,15 @@ int ktadmin_audit(ktadmin_context *context, int argc, char **argv);       /* ver
  * (ownership.c). Returns 0, or -1 after reporting. */
 int ktadmin_hand_to_service_user(const kt_paths *paths);
 
-/* ---- Command-line helpers (main.c) ----------------------------------------------------------- */
+/* ---- Command-line helpers (main.c, over app/common/cli.c) ------------------------------------ */
 
-typedef enum ktadmin_parse_result {
-    KTADMIN_PARSE_OK,
-    KTADMIN_PARSE_HELP,  /* --help was given and the usage printed: exit 0 */
-    KTADMIN_PARSE_ERROR  /* a message and the usage were printed: exit 2 */
-} ktadmin_parse_result;
+#define KTADMIN_PROGRAM "ktadmin"
+
+/* app/common/cli.c's parse results, under ktadmin's names. */
+typedef kt_cli_parse_result ktadmin_parse_result;
+#define KTADMIN_PARSE_OK    KT_CLI_PARSE_OK
+#define KTADMIN_PARSE_HELP  KT_CLI_PARSE_HELP  /* --help was given and the usage printed: exit 0 */
+#define KTADMIN_PARSE_ERROR KT_CLI_PARSE_ERROR /* a message and the usage were printed: exit 2 */
 
 /* Prints "ktadmin COMMAND: <message>" and the command's usage line to stderr. */
 void ktadmin_usage_error(const char *command, const char *usage, const char *format, ...)

@@ -1,8 +1,9 @@
 /*
  * main.c — ktadmin's entry point: reads the options that come before the command (--confdir,
  * --help, --version), finds the command in the table below and runs it with the rest of the
- * command line. Also holds the small helpers every command uses to report a bad command line the
- * same way (message, then the command's usage, exit status 2).
+ * command line. The helpers every command uses to report a bad command line (message, then the
+ * command's usage, exit status 2) are app/common/cli.c's, shared with keytrustee-orgtool; the
+ * wrappers here give them ktadmin's name.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -76,48 +77,24 @@ void ktadmin_fail(const char *format, ...)
     va_end(arguments);
 }
 
-/* The synopsis of a usage text: its lines up to the first option description ("  -..."). */
-static void print_synopsis(const char *usage, const char *command)
-{
-    const char *line = usage;
-    while (*line != '\0' && strncmp(line, "  -", 3) != 0 && strncmp(line, "exit", 4) != 0) {
-        const char *end = strchr(line, '\n');
-        size_t length = end != NULL ? (size_t)(end - line) + 1 : strlen(line);
-        fwrite(line, 1, length, stderr);
-        line += length;
-    }
-    fprintf(stderr, "(`%s %s --help` describes the options)\n", "ktadmin", command);
-}
-
+/* The command-line helpers of app/common/cli.c, with ktadmin's name. */
 void ktadmin_usage_error(const char *command, const char *usage, const char *format, ...)
 {
     va_list arguments;
     va_start(arguments, format);
-    fprintf(stderr, "ktadmin %s: ", command);
-    vfprintf(stderr, format, arguments);
-    fputc('\n', stderr);
-    print_synopsis(usage, command);
+    kt_cli_usage_verror(KTADMIN_PROGRAM, command, usage, format, arguments);
     va_end(arguments);
 }
 
 void ktadmin_option_error(const char *command, const char *usage, int result, char **argv)
 {
-    const char *argument = argv[optind - 1];
-    if (result == ':')
-        ktadmin_usage_error(command, usage, "option '%s' needs a value", argument);
-    else if (optopt != 0)
-        ktadmin_usage_error(command, usage, "unknown option '-%c'", optopt);
-    else
-        ktadmin_usage_error(command, usage, "unknown option '%s'", argument);
+    kt_cli_option_error(KTADMIN_PROGRAM, command, usage, result, argv);
 }
 
 ktadmin_parse_result ktadmin_no_operands(const char *command, const char *usage, int argc,
                                          char **argv)
 {
-    if (optind >= argc)
-        return KTADMIN_PARSE_OK;
-    ktadmin_usage_error(command, usage, "unexpected argument '%s'", argv[optind]);
-    return KTADMIN_PARSE_ERROR;
+    return kt_cli_no_operands(KTADMIN_PROGRAM, command, usage, argc, argv);
 }
 
 static const ktadmin_command *find_command(const char *name)
@@ -129,51 +106,16 @@ static const ktadmin_command *find_command(const char *name)
     return NULL;
 }
 
-/* Parses the options before the command; returns the index of the command name, or -1 with
- * *exit_code set when the program should stop. */
-static int parse_global_options(ktadmin_context *context, int argc, char **argv, int *exit_code)
-{
-    static const struct option options[] = {
-        {"confdir", required_argument, NULL, 'C'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0},
-    };
-    opterr = 0;
-    int result;
-    while ((result = getopt_long(argc, argv, "+:h", options, NULL)) != -1) {
-        if (result == 'C') {
-            context->confdir = optarg;
-        } else if (result == 'h' || result == 'V') {
-            fputs(result == 'h' ? usage_text : "ktadmin " KT_VERSION "\n", stdout);
-            *exit_code = KTADMIN_EXIT_OK;
-            return -1;
-        } else {
-            const char *argument = argv[optind - 1];
-            fprintf(stderr, "ktadmin: %s '%s'\n%s",
-                    result == ':' ? "missing value for option" : "unknown option", argument,
-                    short_usage);
-            *exit_code = KTADMIN_EXIT_USAGE;
-            return -1;
-        }
-    }
-    if (optind >= argc) {
-        fprintf(stderr, "ktadmin: no command given\n%s", short_usage);
-        *exit_code = KTADMIN_EXIT_USAGE;
-        return -1;
-    }
-    return optind;
-}
-
 int main(int argc, char **argv)
 {
     if (kt_crypto_init() != 0) {
         ktadmin_fail("cannot initialize libsodium; check that the system has a random source");
         return KTADMIN_EXIT_FAILURE;
     }
+    static const kt_cli_program program = {KTADMIN_PROGRAM, usage_text, short_usage};
     ktadmin_context context = {.confdir = NULL};
     int exit_code = KTADMIN_EXIT_OK;
-    int command_index = parse_global_options(&context, argc, argv, &exit_code);
+    int command_index = kt_cli_global_options(&program, argc, argv, &context.confdir, &exit_code);
     if (command_index < 0)
         return exit_code;
     const ktadmin_command *command = find_command(argv[command_index]);

@@ -1,7 +1,7 @@
 /*
  * main.c — keytrustee-orgtool's entry point: the options before the command (--confdir, --help,
  * --version), the command table, and the helpers every command uses to report a bad command line
- * and to print JSON.
+ * (app/common/cli.c's, shared with ktadmin, under orgtool's name) and to print JSON.
  *
  * Before anything else it installs a jansson allocator that zeroes memory when it is freed: `list`
  * holds decrypted auth secrets in JSON strings and in the text printed from them, and this way
@@ -78,48 +78,24 @@ void orgtool_fail(const char *command, const char *format, ...)
     va_end(arguments);
 }
 
-/* The synopsis of a usage text: its lines up to the first option description ("  -..."). */
-static void print_synopsis(const char *usage, const char *command)
-{
-    const char *line = usage;
-    while (*line != '\0' && strncmp(line, "  -", 3) != 0 && strncmp(line, "exit", 4) != 0) {
-        const char *end = strchr(line, '\n');
-        size_t length = end != NULL ? (size_t)(end - line) + 1 : strlen(line);
-        fwrite(line, 1, length, stderr);
-        line += length;
-    }
-    fprintf(stderr, "(`%s %s --help` describes the options)\n", "keytrustee-orgtool", command);
-}
-
+/* The command-line helpers of app/common/cli.c, with keytrustee-orgtool's name. */
 void orgtool_usage_error(const char *command, const char *usage, const char *format, ...)
 {
     va_list arguments;
     va_start(arguments, format);
-    fprintf(stderr, "keytrustee-orgtool %s: ", command);
-    vfprintf(stderr, format, arguments);
-    fputc('\n', stderr);
-    print_synopsis(usage, command);
+    kt_cli_usage_verror(ORGTOOL_PROGRAM, command, usage, format, arguments);
     va_end(arguments);
 }
 
 void orgtool_option_error(const char *command, const char *usage, int result, char **argv)
 {
-    const char *argument = argv[optind - 1];
-    if (result == ':')
-        orgtool_usage_error(command, usage, "option '%s' needs a value", argument);
-    else if (optopt != 0)
-        orgtool_usage_error(command, usage, "unknown option '-%c'", optopt);
-    else
-        orgtool_usage_error(command, usage, "unknown option '%s'", argument);
+    kt_cli_option_error(ORGTOOL_PROGRAM, command, usage, result, argv);
 }
 
 orgtool_parse_result orgtool_no_operands(const char *command, const char *usage, int argc,
                                          char **argv)
 {
-    if (optind >= argc)
-        return ORGTOOL_PARSE_OK;
-    orgtool_usage_error(command, usage, "unexpected argument '%s'", argv[optind]);
-    return ORGTOOL_PARSE_ERROR;
+    return kt_cli_no_operands(ORGTOOL_PROGRAM, command, usage, argc, argv);
 }
 
 int orgtool_print_json(const char *command, const json_t *value)
@@ -146,39 +122,6 @@ static const orgtool_command *find_command(const char *name)
     return NULL;
 }
 
-/* Parses the options before the command; returns the index of the command name, or -1 with
- * *exit_code set when the program should stop. */
-static int parse_global_options(orgtool_context *context, int argc, char **argv, int *exit_code)
-{
-    static const struct option options[] = {
-        {"confdir", required_argument, NULL, 'C'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0},
-    };
-    opterr = 0;
-    int result;
-    while ((result = getopt_long(argc, argv, "+:h", options, NULL)) != -1) {
-        if (result == 'C') {
-            context->confdir = optarg;
-            continue;
-        }
-        *exit_code = result == 'h' || result == 'V' ? ORGTOOL_EXIT_OK : ORGTOOL_EXIT_USAGE;
-        if (result == 'h' || result == 'V')
-            fputs(result == 'h' ? usage_text : "keytrustee-orgtool " KT_VERSION "\n", stdout);
-        else
-            fprintf(stderr, "keytrustee-orgtool: %s '%s'\n%s",
-                    result == ':' ? "missing value for option" : "unknown option",
-                    argv[optind - 1], short_usage);
-        return -1;
-    }
-    if (optind < argc)
-        return optind;
-    fprintf(stderr, "keytrustee-orgtool: no command given\n%s", short_usage);
-    *exit_code = ORGTOOL_EXIT_USAGE;
-    return -1;
-}
-
 int main(int argc, char **argv)
 {
     json_set_alloc_funcs(wiping_malloc, wiping_free);
@@ -186,9 +129,10 @@ int main(int argc, char **argv)
         fputs("keytrustee-orgtool: cannot initialize (libsodium or standard output)\n", stderr);
         return ORGTOOL_EXIT_FAILURE;
     }
+    static const kt_cli_program program = {ORGTOOL_PROGRAM, usage_text, short_usage};
     orgtool_context context = {.confdir = NULL};
     int exit_code = ORGTOOL_EXIT_OK;
-    int command_index = parse_global_options(&context, argc, argv, &exit_code);
+    int command_index = kt_cli_global_options(&program, argc, argv, &context.confdir, &exit_code);
     if (command_index < 0)
         return exit_code;
     const orgtool_command *command = find_command(argv[command_index]);

@@ -23,10 +23,10 @@
 #include "crypto/crypto.h"
 
 enum {
-    ORGTOOL_EXIT_OK = 0,
-    ORGTOOL_EXIT_FAILURE = 1,    /* the command failed (not found, conflict, no service, ...) */
-    ORGTOOL_EXIT_USAGE = 2,      /* bad command line */
-    ORGTOOL_EXIT_UNAVAILABLE = 3 /* the write was refused: passive node, or the pair is degraded */
+    ORGTOOL_EXIT_OK = KT_CLI_EXIT_OK,
+    ORGTOOL_EXIT_FAILURE = 1,              /* the command failed (not found, conflict, ...) */
+    ORGTOOL_EXIT_USAGE = KT_CLI_EXIT_USAGE, /* bad command line */
+    ORGTOOL_EXIT_UNAVAILABLE = 3           /* the write was refused: passive, or pair degraded */
 };
 
 typedef struct orgtool_context {
@@ -44,13 +44,15 @@ int orgtool_disable_client(orgtool_context *context, int argc, char **argv);
 int orgtool_enable_client(orgtool_context *context, int argc, char **argv);
 int orgtool_list_clients(orgtool_context *context, int argc, char **argv);
 
-/* ---- Command-line helpers (main.c) ----------------------------------------------------------- */
+/* ---- Command-line helpers (main.c, over app/common/cli.c) ------------------------------------ */
 
-typedef enum orgtool_parse_result {
-    ORGTOOL_PARSE_OK,
-    ORGTOOL_PARSE_HELP,  /* usage printed for --help: exit 0 */
-    ORGTOOL_PARSE_ERROR  /* message and usage printed: exit 2 */
-} orgtool_parse_result;
+#define ORGTOOL_PROGRAM "keytrustee-orgtool"
+
+/* app/common/cli.c's parse results, under orgtool's names. */
+typedef kt_cli_parse_result orgtool_parse_result;
+#define ORGTOOL_PARSE_OK    KT_CLI_PARSE_OK
+#define ORGTOOL_PARSE_HELP  KT_CLI_PARSE_HELP  /* usage printed for --help: exit 0 */
+#define ORGTOOL_PARSE_ERROR KT_CLI_PARSE_ERROR /* message and usage printed: exit 2 */
 
 /* Exit code for a parse result that is not ORGTOOL_PARSE_OK. */
 int orgtool_parse_exit(orgtool_parse_result result);

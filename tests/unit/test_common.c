@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <getopt.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -49,6 +50,56 @@ static bool contains(const char *text, const char *part)
 }
 
 /* ---- config ----------------------------------------------------------------------------------- */
+
+/* ---- Operator command lines (cli.c) ------------------------------------------------------ */
+
+static const kt_cli_program cli_program = {"kt-test", "usage: kt-test COMMAND\n",
+                                           "usage: kt-test COMMAND\n"};
+
+/* kt_cli_global_options over a NULL-terminated argument list, with getopt reset first. */
+static int global_options(char **argv, const char **confdir, int *exit_code)
+{
+    int argc = 0;
+    while (argv[argc] != NULL)
+        argc++;
+    optind = 0;
+    *confdir = NULL;
+    *exit_code = -1;
+    return kt_cli_global_options(&cli_program, argc, argv, confdir, exit_code);
+}
+
+TEST(cli_global_options)
+{
+    const char *confdir;
+    int exit_code;
+    char *with_confdir[] = {"kt-test", "--confdir", "/etc/kt", "status", "--json", NULL};
+    CHECK_EQ_INT(global_options(with_confdir, &confdir, &exit_code), 3);
+    CHECK_EQ_STR(confdir != NULL ? confdir : "(null)", "/etc/kt");
+    char *nothing[] = {"kt-test", NULL};
+    CHECK_EQ_INT(global_options(nothing, &confdir, &exit_code), -1);
+    CHECK_EQ_INT(exit_code, KT_CLI_EXIT_USAGE);
+    char *unknown[] = {"kt-test", "--bogus", "status", NULL};
+    CHECK_EQ_INT(global_options(unknown, &confdir, &exit_code), -1);
+    CHECK_EQ_INT(exit_code, KT_CLI_EXIT_USAGE);
+    char *missing[] = {"kt-test", "--confdir", NULL};
+    CHECK_EQ_INT(global_options(missing, &confdir, &exit_code), -1);
+    CHECK_EQ_INT(exit_code, KT_CLI_EXIT_USAGE);
+    char *help[] = {"kt-test", "--help", "status", NULL};
+    CHECK_EQ_INT(global_options(help, &confdir, &exit_code), -1);
+    CHECK_EQ_INT(exit_code, KT_CLI_EXIT_OK);
+}
+
+TEST(cli_no_operands)
+{
+    char *clean[] = {"status", NULL};
+    optind = 1;
+    CHECK_EQ_INT(kt_cli_no_operands("kt-test", "status", "usage: kt-test status\n", 1, clean),
+                 KT_CLI_PARSE_OK);
+    char *extra[] = {"status", "extra", NULL};
+    optind = 1;
+    CHECK_EQ_INT(kt_cli_no_operands("kt-test", "status", "usage: kt-test status\n", 2, extra),
+                 KT_CLI_PARSE_ERROR);
+}
 
 TEST(config_save_then_load_round_trip)
 {
