@@ -476,10 +476,15 @@ TEST(request_signature_matches_the_documented_example)
     REQUIRE(kt_base64_decode(secret_key->bytes, secret_key->length, &length, secret_key_base64,
                              strlen(secret_key_base64)) == 0 &&
             length == KT_SIGN_SECRET_BYTES);
+    unsigned char public_key[KT_SIGN_PUBLIC_BYTES];
+    char fingerprint[KT_FINGERPRINT_CHARS + 1];
+    kt_sign_public_from_secret(public_key, secret_key);
+    kt_fingerprint(fingerprint, public_key);
+    CHECK_EQ_STR(fingerprint, "07A035F438B0E322CC07B76952BB18E255CB8D69");
     unsigned char nonce[KT_NONCE_BYTES] = {0};
     const char *body = "{\"handle\":\"disk1\",\"secret\":\"c2VjcmV0\"}";
     kt_request_signature signature;
-    REQUIRE(kt_request_sign(&signature, "07A035F438B0E322CC07B76952BB18E255CB8D69", secret_key,
+    REQUIRE(kt_request_sign(&signature, fingerprint, secret_key,
                             "POST", "kt01.example.com:11371", "/v1/deposits", body, strlen(body),
                             1764331200, nonce) == 0);
     CHECK_EQ_STR(signature.signature, "Ps8KGx6QdOlD/XNNQqUylMT22BAlfK5hAM7ktMTmN/xEn0vg5vpW3fvtuslb"
