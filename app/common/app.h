@@ -200,6 +200,11 @@ int kt_json_get_base64(const json_t *object, const char *key, unsigned char *out
                        size_t *length);
 /* Sets key to the base64 of the bytes; -1 on allocation failure. */
 int kt_json_set_base64(json_t *object, const char *key, const void *bytes, size_t length);
+/* Replaces every byte outside printable ASCII with '?', in place. For messages that quote what a
+ * peer sent (an op name, a field, a handle) and are cut to a length with "%.64s": a cut can split
+ * a UTF-8 sequence, and jansson refuses to build a string that is not valid UTF-8. Printable
+ * ASCII is valid UTF-8 and cannot break a terminal or a log line. */
+void kt_text_make_printable(char *text);
 
 /* ---- Operator command lines (cli.c) ---------------------------------------------------------- */
 

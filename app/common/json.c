@@ -1,6 +1,7 @@
 /*
  * json.c — binary values in JSON objects: boxes and public keys travel as standard padded base64
- * strings (crypto.h's strict codec, so whitespace or a missing '=' is refused, never guessed at).
+ * strings (crypto.h's strict codec, so whitespace or a missing '=' is refused, never guessed at);
+ * and text quoted from a peer made safe to put in a JSON string.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -39,4 +40,11 @@ int kt_json_set_base64(json_t *object, const char *key, const void *bytes, size_
         result = json_object_set_new(object, key, json_string(text));
     free(text);
     return result == 0 ? 0 : -1;
+}
+
+void kt_text_make_printable(char *text)
+{
+    for (unsigned char *byte = (unsigned char *)text; *byte != '\0'; byte++)
+        if (*byte < 0x20 || *byte >= 0x7f)
+            *byte = '?';
 }

@@ -26,6 +26,10 @@ json_t *kt_response_error(const char *code, const char *format, ...)
     va_end(arguments);
     if (written < 0)
         snprintf(message, sizeof message, "%s", code);
+    /* Messages quote what the peer sent, cut to a length: keep them valid UTF-8, or json_pack
+     * fails and the peer gets no answer at all (found by fuzz_db_ops: an unknown op name cut
+     * in the middle of a two-byte character). */
+    kt_text_make_printable(message);
     return json_pack("{s:b, s:s, s:s}", "ok", 0, "error", code, "message", message);
 }
 
