@@ -427,6 +427,18 @@ static int reload(const kt_paths *paths, const ssl_files *files, const char *hos
     return 0;
 }
 
+/* --no-reload: the exact command that makes the running keytrusteed serve the new files. */
+static void tell_how_to_reload(const kt_paths *paths)
+{
+    pid_t pid = running_keytrusteed(paths);
+    if (pid == 0)
+        printf("Not reloaded (--no-reload): keytrusteed is not running here; it serves the new "
+               "certificate when it starts\n");
+    else
+        printf("Not reloaded (--no-reload): to serve it, run `kill -HUP %ld` (keytrusteed's pid, "
+               "from %s/" PID_FILE ")\n", (long)pid, paths->rundir);
+}
+
 static int cert_install(const kt_paths *paths, const ssl_files *files,
                         const cert_options *options)
 {
@@ -441,8 +453,7 @@ static int cert_install(const kt_paths *paths, const ssl_files *files,
         printf("Clients must pin %s (give it to them as --cacert before they next connect)\n",
                files->authority);
         if (options->no_reload)
-            printf("Not reloaded (--no-reload): keytrusteed serves it after `kill -HUP $(cat "
-                   "%s/" PID_FILE ")` or its next start\n", paths->rundir);
+            tell_how_to_reload(paths);
         result = options->no_reload || reload(paths, files, host, port) == 0
                      ? KTADMIN_EXIT_OK
                      : KTADMIN_EXIT_FAILURE;

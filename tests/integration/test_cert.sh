@@ -14,10 +14,12 @@
 #      session (and certificate) it had before;
 #   4. a renewal from the same CA is installed while a client pinned to the CA reads in a loop:
 #      new connections get the new certificate, and the pinned client keeps working;
-#   5. a key that does not belong to the certificate, put in .ssl/ by hand, is refused on SIGHUP
+#   5. install --no-reload changes only the files and prints the kill -HUP command; running it
+#      makes keytrusteed serve them;
+#   6. a key that does not belong to the certificate, put in .ssl/ by hand, is refused on SIGHUP
 #      with a log line saying why: the running certificate keeps serving new and established
 #      connections; putting the good files back and SIGHUP serves them again;
-#   6. keytrusteed stops cleanly after the reloads (under ASan: no leak, no error).
+#   7. keytrusteed stops cleanly after the reloads (under ASan: no leak, no error).
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/nodes.sh"
 
@@ -273,15 +275,32 @@ check "the client pinned to the CA read before and after the renewal" test "$rea
 check "none of its reads failed" test "$fails" -eq 0
 check "and keeps working after it" bash -c "'$KTCLIENT' --confdir '$KT_WORK/client2' get --handle k1 | cmp -s - '$KT_WORK/key.bin'"
 
-# ---- 5. a bad pair put in .ssl/ by hand is refused on SIGHUP ---------------------------------
+# ---- 5. --no-reload installs only, and prints the command that reloads ----------------------
 
-serving=$(fingerprint "$PKI/server2.pem")
+kt_node_run kt "$KTADMIN" cert install --cert "$PKI/server1.pem" --key "$PKI/server1.key" --ca "$PKI/ca.pem" \
+  --no-reload >"$KT_WORK/install3.out" 2>&1
+check "install --no-reload succeeds" test $? -eq 0
+sed 's/^/#   /' "$KT_WORK/install3.out"
+check "and keytrusteed still serves the certificate it had" \
+  test "$(served_fingerprint)" = "$(fingerprint "$PKI/server2.pem")"
+reload_command=$(sed -n 's/.*`\(kill -HUP [^`]*\)`.*/\1/p' "$KT_WORK/install3.out")
+check "it prints the kill -HUP command for the running keytrusteed" \
+  test "$reload_command" = "kill -HUP $(kt_pid kt-api)"
+reloads=$(grep -c 'new connections get the re-read certificate' "$API_LOG")
+bash -c "$reload_command"
+check "running that command reloads keytrusteed" wait_log $((reloads + 1)) 'new connections get the re-read certificate'
+check "which then serves the installed certificate" \
+  test "$(served_fingerprint)" = "$(fingerprint "$PKI/server1.pem")"
+
+# ---- 6. a bad pair put in .ssl/ by hand is refused on SIGHUP ---------------------------------
+
+serving=$(fingerprint "$PKI/server1.pem")
 mkdir -p "$KT_WORK/good"
 cp -p "$SSL/ssl-cert-keytrustee.pem" "$SSL/ssl-cert-keytrustee-pk.pem" "$KT_WORK/good/"
 keepalive_start ka2
 # overwrite FILE SOURCE: replace a 0400 .ssl file's contents, keeping its owner and mode.
 overwrite() { chmod u+w "$1" && cat "$2" >"$1" && chmod 0400 "$1"; }
-overwrite "$SSL/ssl-cert-keytrustee-pk.pem" "$PKI/server1.key" # server2's certificate, server1's key
+overwrite "$SSL/ssl-cert-keytrustee-pk.pem" "$PKI/server2.key" # server1's certificate, server2's key
 refusals=$(grep -c 'refused the new certificate' "$API_LOG")
 kill -HUP "$(kt_pid kt-api)"
 check "keytrusteed refuses the mismatched pair on SIGHUP" wait_log $((refusals + 1)) 'refused the new certificate'
@@ -303,7 +322,7 @@ keepalive_stop ka2
 check "the keep-alive client never failed through both SIGHUPs" test $? -eq 0
 check "over one TCP connection" test "$(keepalive_ports ka2)" -eq 1
 
-# ---- 6. a clean stop ---------------------------------------------------------------------------
+# ---- 7. a clean stop ---------------------------------------------------------------------------
 
 kt_stop kt-api
 check "keytrusteed stops cleanly after the reloads" test $? -eq 0
