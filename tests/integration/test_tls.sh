@@ -13,8 +13,8 @@
 #   - tls_ciphers in keytrustee.conf narrows the list; a weak or unknown suite there refuses the
 #     start with a message naming it; tls_min_version other than 1.2 likewise.
 #   - On SIGHUP (certificate reload in place) tls_ciphers is re-read and applied to new
-#     connections, with TLS 1.1 and CBC suites still refused; a bad tls_ciphers then keeps the
-#     running settings, with a log line naming the suite.
+#     connections, with TLS 1.0/1.1, CBC suites and renegotiation still refused; a bad tls_ciphers
+#     or tls_min_version then keeps the running settings, with a log line naming it.
 #   - 20 TCP connections that send nothing neither spin the server (CPU) nor stop a normal client
 #     (curl answered within IDLE_LIMIT_S), and the server closes them after its handshake deadline.
 #     CivetWeb gives each connection a worker thread from the start of its handshake: with fewer
@@ -188,9 +188,24 @@ s_client reload-kept-128 -tls1_2 -cipher 'ECDHE-ECDSA-AES128-GCM-SHA256'
 check "a CBC suite in tls_ciphers on SIGHUP keeps the running settings, saying why" \
     eval 'grep -q "SIGHUP: keeping the current TLS settings: .*TLS-ECDHE-ECDSA-WITH-AES-128-CBC-SHA is not allowed" "$work/server.log" &&
           handshake_done "$work/reload-kept-256.out" && server_refused "$work/reload-kept-128.out"'
+reload_with "tls_min_version = 1.0"
+check "tls_min_version = 1.0 on SIGHUP keeps the running settings, saying why" \
+    eval 'reloaded && grep -q "SIGHUP: keeping the current TLS settings: .*tls_min_version = 1.0 is not supported" "$work/server.log"'
+s_client reload-tls10 -tls1 -cipher 'DEFAULT:@SECLEVEL=0'
+check "after that SIGHUP, TLS 1.0 is still refused" server_refused "$work/reload-tls10.out"
 reload_with
 s_client reload-default -tls1_2 -cipher 'ECDHE-ECDSA-AES128-GCM-SHA256'
 check "without tls_ciphers, SIGHUP goes back to the default suites" handshake_done "$work/reload-default.out"
+{ sleep 1; echo R; sleep 2; } | timeout 15 openssl s_client -connect "127.0.0.1:$port" -tls1_2 \
+    >"$work/reload-renegotiate.out" 2>&1
+sed -n '/^RENEGOTIATING/,$p' "$work/reload-renegotiate.out" >"$work/reload-renegotiate.after"
+check "after SIGHUP, a client's renegotiation is still refused" \
+    eval 'grep -q "^RENEGOTIATING" "$work/reload-renegotiate.out" &&
+          grep -q "no renegotiation" "$work/reload-renegotiate.after" &&
+          ! grep -q "verify return" "$work/reload-renegotiate.after" && server_answers'
+# The refused renegotiation leaves an "SSL read failed" (fatal alert) line; the hygiene check at
+# the end is about ordinary closes, so it starts from an empty log (O_APPEND: safe to truncate).
+: >"$work/server.log"
 
 # ---- Idle connections --------------------------------------------------------------------------
 
