@@ -19,7 +19,9 @@
 #   6. a key that does not belong to the certificate, put in .ssl/ by hand, is refused on SIGHUP
 #      with a log line saying why: the running certificate keeps serving new and established
 #      connections; putting the good files back and SIGHUP serves them again;
-#   7. keytrusteed stops cleanly after the reloads (under ASan: no leak, no error).
+#   7. a certificate issued by an intermediate CA, given with the intermediate after it, is
+#      reloaded and served with its chain: clients pinned to the root CA verify it;
+#   8. keytrusteed stops cleanly after the reloads (under ASan: no leak, no error).
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/nodes.sh"
 
@@ -322,7 +324,29 @@ keepalive_stop ka2
 check "the keep-alive client never failed through both SIGHUPs" test $? -eq 0
 check "over one TCP connection" test "$(keepalive_ports ka2)" -eq 1
 
-# ---- 7. a clean stop ---------------------------------------------------------------------------
+# ---- 7. a certificate from an intermediate CA: the chain is reloaded and served -------------
+
+new_key intermediate &&
+  openssl req -new -key "$PKI/intermediate.key" -out "$PKI/intermediate.csr" -subj "/CN=intermediate" 2>/dev/null &&
+  printf 'basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n' >"$PKI/intermediate.ext" &&
+  openssl x509 -req -in "$PKI/intermediate.csr" -CA "$PKI/ca.pem" -CAkey "$PKI/ca.key" -CAcreateserial \
+    -out "$PKI/intermediate.pem" -days 20 -extfile "$PKI/intermediate.ext" 2>/dev/null &&
+  issue server3 intermediate "$ADDRESS" && cat "$PKI/server3.pem" "$PKI/intermediate.pem" >"$PKI/server3-chain.pem"
+check "openssl made an intermediate CA and a certificate from it" test $? -eq 0
+kt_node_run kt "$KTADMIN" cert install --cert "$PKI/server3-chain.pem" --key "$PKI/server3.key" --ca "$PKI/ca.pem" \
+  >"$KT_WORK/install4.out" 2>&1
+check "a certificate followed by its intermediate is installed and reloaded" test $? -eq 0
+sed 's/^/#   /' "$KT_WORK/install4.out"
+check "new connections get the new server certificate" test "$(served_fingerprint)" = "$(fingerprint "$PKI/server3.pem")"
+openssl s_client -connect "$ADDRESS:$PORT" -servername "$ADDRESS" -showcerts </dev/null >"$KT_WORK/chain.out" 2>&1
+check "and the intermediate after it (-showcerts: two certificates)" \
+  test "$(grep -c 'BEGIN CERTIFICATE' "$KT_WORK/chain.out")" -eq 2
+check "which verify against the root CA alone" bash -c \
+  "openssl s_client -connect $ADDRESS:$PORT -servername $ADDRESS -CAfile '$PKI/ca.pem' -verify_return_error </dev/null 2>&1 | grep -q 'Verify return code: 0 (ok)'"
+check "curl pinned to the root CA connects" \
+  curl -sS --max-time 5 --cacert "$PKI/ca.pem" -o /dev/null "$URL/v1/health"
+
+# ---- 8. a clean stop ---------------------------------------------------------------------------
 
 kt_stop kt-api
 check "keytrusteed stops cleanly after the reloads" test $? -eq 0
