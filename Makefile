@@ -118,6 +118,11 @@ $(OUT)/tests/%: tests/unit/%.c $(OUR_LIBS)
 	@mkdir -p $(dir $@) $(dir $(OUT)/obj/tests/unit/$*)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -MF $(OUT)/obj/tests/unit/$*.d -o $@ $< $(LDFLAGS) $(OUR_LIBS) $(LDLIBS)
 
+# test_tls_reload drives the patched CivetWeb itself (mg_tls_reload): it links civetweb.o too.
+$(OUT)/tests/test_tls_reload: tests/unit/test_tls_reload.c $(CIVETWEB_OBJ) $(OUR_LIBS)
+	@mkdir -p $(dir $@) $(OUT)/obj/tests/unit
+	$(CC) $(CPPFLAGS) -isystem $(CIVETWEB)/include $(CIVETWEB_DEFINES) $(CFLAGS) -MMD -MP -MF $(OUT)/obj/tests/unit/test_tls_reload.d -o $@ $< $(CIVETWEB_OBJ) $(LDFLAGS) $(OUR_LIBS) $(LDLIBS)
+
 $(OUT)/tests/%: tests/tools/%.c $(OUR_LIBS)
 	@mkdir -p $(dir $@) $(OUT)/obj/tests/tools
 	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -MF $(OUT)/obj/tests/tools/$*.d -o $@ $< $(LDFLAGS) $(OUR_LIBS) $(LDLIBS)

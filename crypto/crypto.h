@@ -209,6 +209,9 @@ int kt_tls_write(kt_tls_client *client, const void *data, size_t length, kt_tls_
 /* Reads up to `size` bytes: returns the count (> 0), 0 when the peer closed, -1 on error. */
 long kt_tls_read(kt_tls_client *client, void *buffer, size_t size, kt_tls_failure *failure);
 void kt_tls_close(kt_tls_client *client); /* NULL allowed */
+/* The SHA-256 fingerprint ("AA:BB:...", as kt_x509_info's) of the certificate the server
+ * presented in this connection's handshake; -1 when there is none. */
+int kt_tls_peer_fingerprint(const kt_tls_client *client, char out[96]);
 
 /* ---- Backup encryption: sealed keys (sealed.c), passphrase keys (passphrase.c), streams
  *      (stream.c) ----------------------------------------------------------------------------- */

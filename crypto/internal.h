@@ -11,6 +11,7 @@
 
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/entropy.h>
+#include <mbedtls/x509.h>
 
 #include "crypto/crypto.h"
 
@@ -37,5 +38,8 @@ typedef struct kt_mbedtls_random {
 /* Initialises and seeds; on failure the structure is already freed. */
 int kt_mbedtls_random_init(kt_mbedtls_random *random, const char *personalization);
 void kt_mbedtls_random_free(kt_mbedtls_random *random);
+
+/* "AA:BB:..." (95 characters and a NUL): the SHA-256 of a certificate's DER (x509.c). */
+void kt_x509_format_fingerprint(const mbedtls_x509_buf *der, char out[96]);
 
 #endif /* KT_CRYPTO_INTERNAL_H */

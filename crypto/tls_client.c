@@ -542,6 +542,15 @@ long kt_tls_read(kt_tls_client *client, void *buffer, size_t size, kt_tls_failur
     }
 }
 
+int kt_tls_peer_fingerprint(const kt_tls_client *client, char out[96])
+{
+    const mbedtls_x509_crt *peer = mbedtls_ssl_get_peer_cert(&client->ssl);
+    if (peer == NULL)
+        return -1;
+    kt_x509_format_fingerprint(&peer->raw, out);
+    return 0;
+}
+
 void kt_tls_close(kt_tls_client *client)
 {
     if (client == NULL)

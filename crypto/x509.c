@@ -278,7 +278,7 @@ static int64_t unix_time(const mbedtls_x509_time *when)
     return (int64_t)timegm(&parts);
 }
 
-static void format_fingerprint(const mbedtls_x509_buf *der, char out[96])
+void kt_x509_format_fingerprint(const mbedtls_x509_buf *der, char out[96])
 {
     unsigned char digest[crypto_hash_sha256_BYTES];
     (void)crypto_hash_sha256(digest, der->p, der->len); /* cannot fail */
@@ -315,7 +315,7 @@ int kt_x509_info_read(const char *cert_path, kt_x509_info *info, char *error, si
         info->subject[sizeof info->subject - 1] = '\0';
     if (mbedtls_x509_dn_gets(info->issuer, sizeof info->issuer, &chain.issuer) < 0)
         info->issuer[sizeof info->issuer - 1] = '\0';
-    format_fingerprint(&chain.raw, info->sha256_fingerprint);
+    kt_x509_format_fingerprint(&chain.raw, info->sha256_fingerprint);
     info->not_before = unix_time(&chain.valid_from);
     info->not_after = unix_time(&chain.valid_to);
     mbedtls_x509_crt_free(&chain);

@@ -62,13 +62,15 @@ typedef struct ktd_daemon {
     char names[KTD_NAMES_MAX][KTD_AUTHORITY_MAX]; /* canonical authorities (authority.c) */
     size_t name_count;
     struct mg_context *context;          /* the running CivetWeb server */
-    kt_secret *tls_pem;                  /* key + certificate CivetWeb runs with (for rollback) */
+    kt_secret *tls_pem;                  /* key + certificate, read before daemonizing; freed
+                                            once CivetWeb has started with it */
 } ktd_daemon;
 
 /* Builds the combined PEM from .ssl/, checks it, starts CivetWeb. Returns 0 or -1 (logged). */
 int ktd_server_start(ktd_daemon *daemon, char *error, size_t error_size);
-/* SIGHUP: serve a re-read certificate; on any failure keep (or restore) the old one. */
-int ktd_server_reload(ktd_daemon *daemon);
+/* SIGHUP: new handshakes get the re-read certificate, established connections keep theirs; a
+ * certificate that does not load is refused (logged) and the running one stays. */
+void ktd_server_reload(ktd_daemon *daemon);
 void ktd_server_stop(ktd_daemon *daemon);
 
 /* ---- The node's names (authority.c) -------------------------------------------------------- */

@@ -11,7 +11,8 @@
  * run/keytrusteed.pid and start the HTTPS server.
  *
  * The main thread then waits for signals (blocked everywhere else): SIGTERM or SIGINT stop the
- * server, remove the pid file and exit 0; SIGHUP re-reads the certificate (server.c). A monitor
+ * server, remove the pid file and exit 0; SIGHUP re-reads the certificate and swaps it in for new
+ * connections without stopping the server (server.c). A monitor
  * thread (status.c) meanwhile logs every role and peer change keytrustee-db reports.
  */
 #include <arpa/inet.h>
@@ -278,8 +279,7 @@ static int serve(ktd_daemon *daemon, const sigset_t *signals)
             continue;
         if (received == SIGHUP) {
             kt_log(KT_LOG_INFO, "SIGHUP: re-reading the TLS certificate");
-            if (ktd_server_reload(daemon) != 0)
-                return 1;
+            ktd_server_reload(daemon);
             continue;
         }
         kt_log(KT_LOG_INFO, "%s: stopping", received == SIGINT ? "SIGINT" : "SIGTERM");

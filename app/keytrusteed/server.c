@@ -7,11 +7,18 @@
  * (request signatures cover it). Every request goes to router.c through begin_request; CivetWeb's
  * own refusals through http_error; its log lines to our log.
  *
- * The key and certificate reach CivetWeb through a combined PEM file written to run/ just before
- * mg_start and removed right after (tls.c). On SIGHUP the files are re-read and checked; only when
- * they are good is the running context stopped and a new one started with them. Should that start
- * fail, the previous PEM (kept in memory) is started again, so a reload never leaves the node
- * without a server.
+ * At start the key and certificate reach CivetWeb through a combined PEM file written to run/
+ * just before mg_start and removed right after (tls.c); the PEM in memory is freed once CivetWeb
+ * has read it.
+ *
+ * SIGHUP reloads in place: the .ssl/ files are re-read and checked (tls.c: both parse, the key
+ * belongs to the certificate) and keytrustee.conf's TLS settings re-read, then handed to
+ * mg_tls_reload (scripts/patches/civetweb-1.15-mbedtls-reload.patch), which builds a complete
+ * new mbedTLS configuration and swaps it in for new handshakes only. The server is never stopped:
+ * established (keep-alive) connections carry on with the certificate and session they were set
+ * up with, and new connections get the new certificate from the moment the swap is done. A pair
+ * that does not load is refused with a log line saying why, and the running certificate stays —
+ * there is no half-loaded state to roll back from.
  *
  * TLS policy: the fetched CivetWeb is patched (scripts/patches/) to speak TLS 1.2 only, with ECDHE
  * and AEAD cipher suites only, no renegotiation, and a deadline on every handshake
@@ -21,12 +28,15 @@
  * tls_ciphers (mbedTLS suite names separated by ':', each an ECDHE suite with AES-GCM or
  * ChaCha20-Poly1305, e.g. TLS-ECDHE-ECDSA-WITH-AES-256-GCM-SHA384). They are read here, at start
  * and on SIGHUP (a bad value refuses the start, or keeps the running settings on SIGHUP), and
- * handed to CivetWeb as its ssl_protocol_version and ssl_cipher_list options.
+ * handed to CivetWeb as its ssl_protocol_version and ssl_cipher_list options at start, and to
+ * mg_tls_reload on SIGHUP, which applies the same policy to the new configuration.
  */
 #include <errno.h>
 #include <mbedtls/cipher.h>
+#include <mbedtls/sha256.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/ssl_ciphersuites.h>
+#include <mbedtls/x509_crt.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -210,9 +220,12 @@ static int start_with(ktd_daemon *daemon, const kt_secret *pem, const tls_policy
 
 int ktd_server_start(ktd_daemon *daemon, char *error, size_t error_size)
 {
-    if (load_tls_policy(daemon, &current_policy, error, error_size) != 0)
+    if (load_tls_policy(daemon, &current_policy, error, error_size) != 0 ||
+        start_with(daemon, daemon->tls_pem, &current_policy, error, error_size) != 0)
         return -1;
-    return start_with(daemon, daemon->tls_pem, &current_policy, error, error_size);
+    kt_secret_free(daemon->tls_pem); /* CivetWeb holds its own parsed copy now */
+    daemon->tls_pem = NULL;
+    return 0;
 }
 
 void ktd_server_stop(ktd_daemon *daemon)
@@ -223,31 +236,52 @@ void ktd_server_stop(ktd_daemon *daemon)
     daemon->context = NULL;
 }
 
-int ktd_server_reload(ktd_daemon *daemon)
+/* The fingerprint of the PEM's certificate, for the log line that says what is served now. */
+static void certificate_fingerprint(const kt_secret *pem, char *out, size_t out_size)
+{
+    mbedtls_x509_crt chain;
+    unsigned char digest[32];
+    mbedtls_x509_crt_init(&chain);
+    snprintf(out, out_size, "?");
+    /* pem->bytes[pem->length] is the NUL mbedTLS's PEM parser needs (tls.c). */
+    if (mbedtls_x509_crt_parse(&chain, pem->bytes, pem->length + 1) == 0 &&
+        mbedtls_sha256_ret(chain.raw.p, chain.raw.len, digest, 0) == 0) {
+        size_t used = 0;
+        for (size_t index = 0; index < sizeof digest && used + 4 <= out_size; index++)
+            used += (size_t)snprintf(out + used, out_size - used, index == 0 ? "%02X" : ":%02X",
+                                     digest[index]);
+    }
+    mbedtls_x509_crt_free(&chain);
+}
+
+/* Never stops the server: either the new certificate is swapped in for new handshakes, or the
+ * running one stays. */
+void ktd_server_reload(ktd_daemon *daemon)
 {
     char error[512];
     kt_secret *pem = NULL;
     if (ktd_tls_pem_load(&daemon->paths, &pem, error, sizeof error) != 0) {
-        kt_log(KT_LOG_ERROR, "SIGHUP: keeping the current certificate: %s", error);
-        return 0;
+        kt_log(KT_LOG_ERROR, "SIGHUP: refused the new certificate, still serving the previous "
+               "one: %s", error);
+        return;
     }
     tls_policy policy;
     if (load_tls_policy(daemon, &policy, error, sizeof error) != 0) {
         kt_log(KT_LOG_ERROR, "SIGHUP: keeping the current TLS settings: %s", error);
         policy = current_policy;
     }
-    ktd_server_stop(daemon);
-    if (start_with(daemon, pem, &policy, error, sizeof error) == 0) {
-        kt_secret_free(daemon->tls_pem);
-        daemon->tls_pem = pem;
+    if (mg_tls_reload(daemon->context, (const char *)pem->bytes,
+                      policy.ciphers[0] != '\0' ? policy.ciphers : NULL, error,
+                      sizeof error) != 0) {
+        kt_log(KT_LOG_ERROR, "SIGHUP: refused the new certificate, still serving the previous "
+               "one: %s", error);
+    } else {
+        char fingerprint[3 * 32];
+        certificate_fingerprint(pem, fingerprint, sizeof fingerprint);
         current_policy = policy;
-        kt_log(KT_LOG_INFO, "SIGHUP: now serving the re-read certificate");
-        return 0;
+        ktd_status_note_certificate(pem); /* for /v1/status and /metrics */
+        kt_log(KT_LOG_INFO, "SIGHUP: new connections get the re-read certificate (SHA-256 %s); "
+               "established connections keep theirs", fingerprint);
     }
     kt_secret_free(pem);
-    kt_log(KT_LOG_ERROR, "SIGHUP: %s; restarting with the previous certificate", error);
-    if (start_with(daemon, daemon->tls_pem, &current_policy, error, sizeof error) == 0)
-        return 0;
-    kt_log(KT_LOG_ERROR, "the HTTPS server cannot be restarted: %s", error);
-    return -1;
 }

@@ -8,9 +8,9 @@
  *     replication object (state, epoch, peer, positions, lag). Fetched on a connection of its own
  *     for each /v1/status or /metrics request, so that a database that is down shows up as
  *     "database": "down" in the answer instead of turning the request into a 503.
- *   - The certificate CivetWeb was last started with (server.c calls ktd_status_note_certificate
- *     after every successful start, including SIGHUP reloads), not the file on disk, which may
- *     hold a replacement that failed to load.
+ *   - The certificate new connections get (server.c calls ktd_status_note_certificate after the
+ *     start and after every SIGHUP reload that was accepted), not the file on disk, which may
+ *     hold a replacement that was refused.
  *   - The time keytrusteed started.
  *
  * /v1/status answers anyone, like /v1/health: it holds no secret, and a monitor or a load balancer

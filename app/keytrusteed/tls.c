@@ -4,10 +4,11 @@
  * CivetWeb 1.15 built with mbedTLS reads its key and certificate from a single PEM file
  * (ssl_certificate). keytrusteed keeps the installed files apart (.ssl/ssl-cert-keytrustee-pk.pem
  * and ssl-cert-keytrustee.pem), so at each start and each SIGHUP it joins them in memory (a
- * kt_secret: the key is secret), checks with mbedTLS that both parse and that the key belongs to
- * the certificate, and writes the join to a 0600 file under run/ that server.c removes as soon as
- * CivetWeb has read it. Checking first means a bad certificate is reported at the terminal before
- * daemonizing, and a bad replacement on SIGHUP never takes the server down.
+ * kt_secret: the key is secret) and checks with mbedTLS that both parse and that the key belongs to
+ * the certificate. At start the join is written to a 0600 file under run/ that server.c removes as
+ * soon as CivetWeb has read it; on SIGHUP it is handed to CivetWeb in memory (mg_tls_reload).
+ * Checking first means a bad certificate is reported at the terminal before daemonizing, and a bad
+ * replacement on SIGHUP is refused with the reason while the running one keeps serving.
  */
 #include <mbedtls/error.h>
 #include <mbedtls/pk.h>

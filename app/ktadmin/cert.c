@@ -13,8 +13,11 @@
  *       key first. The files they replace are kept in .ssl/previous/ (hard links), and put back
  *       if an install fails part way; run as root, they are handed to the service user (as
  *       `ktadmin init` does, ownership.c). Then keytrusteed (run/keytrusteed.pid) gets SIGHUP and
- *       re-reads them; ktadmin waits until a TLS connection to external_address verifies against
- *       the new CA file, i.e. until clients pinned to it are served.
+ *       re-reads them in place (new connections get the new certificate, established ones keep
+ *       theirs); ktadmin waits until a new TLS connection to external_address verifies against the
+ *       new CA file and is presented the new certificate itself (by fingerprint), i.e. until
+ *       clients pinned to it are served. With --no-reload, or when it cannot signal keytrusteed,
+ *       it prints the command that does it.
  *
  * Works the same for CA-signed and self-signed certificates. keytrustee.conf's TLS settings
  * (tls_min_version, tls_ciphers) are keytrusteed's and are not touched here.
@@ -24,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -365,18 +369,29 @@ static pid_t running_keytrusteed(const kt_paths *paths)
     return strncmp(name, "keytrusteed", 11) == 0 ? (pid_t)pid : 0;
 }
 
-/* Polls until a TLS connection verified against the new CA file succeeds. */
+/* Polls until a new TLS connection, verified against the new CA file, is served the new
+ * certificate itself (its fingerprint: a renewal from the same CA verifies against that CA even
+ * before keytrusteed has re-read it). */
 static int wait_until_served(const ssl_files *files, const char *host, const char *port,
                              char *error, size_t error_size)
 {
+    kt_x509_info installed;
+    if (kt_x509_info_read(files->certificate, &installed, error, error_size) != 0)
+        return -1;
     kt_tls_options options = {.ca_file = files->authority, .connect_timeout_ms = 1000,
                               .io_timeout_ms = 2000};
     for (int waited = 0; waited <= RELOAD_WAIT_MS; waited += RELOAD_POLL_MS) {
         kt_tls_failure failure = KT_TLS_OK;
         kt_tls_client *client = kt_tls_connect(host, port, &options, &failure, error, error_size);
         if (client != NULL) {
+            char served[96] = "";
+            bool same = kt_tls_peer_fingerprint(client, served) == 0 &&
+                        strcasecmp(served, installed.sha256_fingerprint) == 0;
             kt_tls_close(client);
-            return 0;
+            if (same)
+                return 0;
+            snprintf(error, error_size, "it still presents the certificate with SHA-256 %s",
+                     served[0] != '\0' ? served : "(none)");
         }
         struct timespec pause = {0, RELOAD_POLL_MS * 1000000L};
         (void)nanosleep(&pause, NULL);
@@ -394,19 +409,34 @@ static int reload(const kt_paths *paths, const ssl_files *files, const char *hos
         return 0;
     }
     if (kill(pid, SIGHUP) != 0) {
-        ktadmin_fail("cannot signal keytrusteed (pid %ld): %s; restart it to use the new "
-                     "certificate", (long)pid, strerror(errno));
+        ktadmin_fail("cannot signal keytrusteed (pid %ld): %s; run `kill -HUP %ld` as root or "
+                     "as the user keytrusteed runs as (or restart it) to use the new certificate",
+                     (long)pid, strerror(errno), (long)pid);
         return -1;
     }
     char error[PATH_MAX + 512];
     if (wait_until_served(files, host, port, error, sizeof error) != 0) {
         ktadmin_fail("installed, but keytrusteed (pid %ld) does not serve it yet: %s; see its "
-                     "log", (long)pid, error);
+                     "log (logs/keytrusteed.log) for the reason it gives after \"SIGHUP\"",
+                     (long)pid, error);
         return -1;
     }
-    printf("keytrusteed (pid %ld) re-read the certificate: connections to %s:%s verify against "
-           "%s\n", (long)pid, host, port, files->authority);
+    printf("keytrusteed (pid %ld) re-read the certificate: new connections to %s:%s get it and "
+           "verify against %s; established connections were kept\n", (long)pid, host, port,
+           files->authority);
     return 0;
+}
+
+/* --no-reload: the exact command that makes the running keytrusteed serve the new files. */
+static void tell_how_to_reload(const kt_paths *paths)
+{
+    pid_t pid = running_keytrusteed(paths);
+    if (pid == 0)
+        printf("Not reloaded (--no-reload): keytrusteed is not running here; it serves the new "
+               "certificate when it starts\n");
+    else
+        printf("Not reloaded (--no-reload): to serve it, run `kill -HUP %ld` (keytrusteed's pid, "
+               "from %s/" PID_FILE ")\n", (long)pid, paths->rundir);
 }
 
 static int cert_install(const kt_paths *paths, const ssl_files *files,
@@ -422,6 +452,8 @@ static int cert_install(const kt_paths *paths, const ssl_files *files,
                paths->ssldir, files->previous);
         printf("Clients must pin %s (give it to them as --cacert before they next connect)\n",
                files->authority);
+        if (options->no_reload)
+            tell_how_to_reload(paths);
         result = options->no_reload || reload(paths, files, host, port) == 0
                      ? KTADMIN_EXIT_OK
                      : KTADMIN_EXIT_FAILURE;

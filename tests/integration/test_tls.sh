@@ -12,6 +12,9 @@
 #   - A client's renegotiation request is not honoured.
 #   - tls_ciphers in keytrustee.conf narrows the list; a weak or unknown suite there refuses the
 #     start with a message naming it; tls_min_version other than 1.2 likewise.
+#   - On SIGHUP (certificate reload in place) tls_ciphers is re-read and applied to new
+#     connections, with TLS 1.0/1.1, CBC suites and renegotiation still refused; a bad tls_ciphers
+#     or tls_min_version then keeps the running settings, with a log line naming it.
 #   - 20 TCP connections that send nothing neither spin the server (CPU) nor stop a normal client
 #     (curl answered within IDLE_LIMIT_S), and the server closes them after its handshake deadline.
 #     CivetWeb gives each connection a worker thread from the start of its handshake: with fewer
@@ -148,6 +151,61 @@ check "tls_min_version = 1.0 refuses the start" \
     eval '[ "$started" = no ] && grep -q "tls_min_version = 1.0 is not supported" "$work/server.log"'
 restart_with "tls_min_version = 1.2"
 check "tls_min_version = 1.2 is accepted" eval '[ "$started" = yes ] && server_answers'
+
+# ---- keytrustee.conf on SIGHUP: the reloaded configuration keeps the policy ---------------------
+
+reload_with() { # LINE...: keytrustee.conf plus these lines, then SIGHUP; waits for its outcome
+    cp "$work/conf.saved" "$conf"
+    local line outcomes
+    for line in "$@"; do printf '%s\n' "$line" >>"$conf"; done
+    outcomes=$(grep -cE 'new connections get the re-read|refused the new certificate' "$work/server.log")
+    kill -HUP "$(kt_pid server)"
+    for _ in $(seq 1 100); do
+        [ "$(grep -cE 'new connections get the re-read|refused the new certificate' "$work/server.log")" -gt "$outcomes" ] && return 0
+        sleep 0.05
+    done
+    return 1
+}
+# reloaded: the last SIGHUP's outcome in the log is a reload, not a refusal.
+reloaded() {
+    grep -E 'new connections get the re-read|refused the new certificate' "$work/server.log" |
+        tail -n 1 | grep -q 'new connections get the re-read'
+}
+reload_with "tls_ciphers = TLS-ECDHE-ECDSA-WITH-AES-256-GCM-SHA384"
+check "SIGHUP reloads with the new tls_ciphers" reloaded
+s_client reload-256 -tls1_2 -cipher 'ECDHE-ECDSA-AES256-GCM-SHA384'
+s_client reload-128 -tls1_2 -cipher 'ECDHE-ECDSA-AES128-GCM-SHA256'
+check "after SIGHUP, new connections get only the suites tls_ciphers now lists" \
+    eval 'handshake_done "$work/reload-256.out" && server_refused "$work/reload-128.out"'
+s_client reload-tls11 -tls1_1 -cipher 'DEFAULT:@SECLEVEL=0'
+check "after SIGHUP, TLS 1.1 is still refused" server_refused "$work/reload-tls11.out"
+s_client reload-cbc -tls1_2 -cipher 'ECDHE-ECDSA-AES256-SHA384:@SECLEVEL=0'
+check "after SIGHUP, a CBC suite is still refused" server_refused "$work/reload-cbc.out"
+reload_with "tls_ciphers = TLS-ECDHE-ECDSA-WITH-AES-128-CBC-SHA"
+check "with a bad tls_ciphers, SIGHUP still reloads the certificate" reloaded
+s_client reload-kept-256 -tls1_2 -cipher 'ECDHE-ECDSA-AES256-GCM-SHA384'
+s_client reload-kept-128 -tls1_2 -cipher 'ECDHE-ECDSA-AES128-GCM-SHA256'
+check "a CBC suite in tls_ciphers on SIGHUP keeps the running settings, saying why" \
+    eval 'grep -q "SIGHUP: keeping the current TLS settings: .*TLS-ECDHE-ECDSA-WITH-AES-128-CBC-SHA is not allowed" "$work/server.log" &&
+          handshake_done "$work/reload-kept-256.out" && server_refused "$work/reload-kept-128.out"'
+reload_with "tls_min_version = 1.0"
+check "tls_min_version = 1.0 on SIGHUP keeps the running settings, saying why" \
+    eval 'reloaded && grep -q "SIGHUP: keeping the current TLS settings: .*tls_min_version = 1.0 is not supported" "$work/server.log"'
+s_client reload-tls10 -tls1 -cipher 'DEFAULT:@SECLEVEL=0'
+check "after that SIGHUP, TLS 1.0 is still refused" server_refused "$work/reload-tls10.out"
+reload_with
+s_client reload-default -tls1_2 -cipher 'ECDHE-ECDSA-AES128-GCM-SHA256'
+check "without tls_ciphers, SIGHUP goes back to the default suites" handshake_done "$work/reload-default.out"
+{ sleep 1; echo R; sleep 2; } | timeout 15 openssl s_client -connect "127.0.0.1:$port" -tls1_2 \
+    >"$work/reload-renegotiate.out" 2>&1
+sed -n '/^RENEGOTIATING/,$p' "$work/reload-renegotiate.out" >"$work/reload-renegotiate.after"
+check "after SIGHUP, a client's renegotiation is still refused" \
+    eval 'grep -q "^RENEGOTIATING" "$work/reload-renegotiate.out" &&
+          grep -q "no renegotiation" "$work/reload-renegotiate.after" &&
+          ! grep -q "verify return" "$work/reload-renegotiate.after" && server_answers'
+# The refused renegotiation leaves an "SSL read failed" (fatal alert) line; the hygiene check at
+# the end is about ordinary closes, so it starts from an empty log (O_APPEND: safe to truncate).
+: >"$work/server.log"
 
 # ---- Idle connections --------------------------------------------------------------------------
 
