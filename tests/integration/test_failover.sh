@@ -81,12 +81,14 @@ kill = int(sys.argv[2])
 before = [r for r in reads if int(r[1]) < kill]
 after = [r for r in reads if int(r[0]) >= kill]
 first_ok = next((int(r[1]) for r in after if r[2] == "ok"), None)
-late_failures = [r for r in reads if int(r[0]) >= kill + 1000 and r[2] != "ok"]
+# Every read that started after the kill must succeed (the client moves to the other node); how
+# soon the first one did is a figure, printed (timings are make bench's, not a test's).
+late_failures = [r for r in after if r[2] != "ok"]
 print(f"# {len(before)} reads before the kill, {len(after)} after; first success "
       f"{'none' if first_ok is None else str(first_ok - kill) + ' ms'} after the kill; "
       f"{sum(r[2] != 'ok' for r in reads)} failed in all")
 ok = (before and all(r[2] == "ok" for r in before) and first_ok is not None and
-      first_ok - kill <= 1000 and not late_failures and len(after) >= 5)
+      not late_failures and len(after) >= 5)
 sys.exit(0 if ok else 1)
 PY
 }
@@ -177,7 +179,7 @@ kill_node a KILL
 reap_node a
 sleep 3
 stop_loop loop1
-check "kill -9 the active mid-read-loop: reads continue from the passive within 1 s, none fails after" \
+check "kill -9 the active mid-read-loop: every read after it succeeds, from the passive" \
   judge_loop loop1 "$kill_time"
 
 # ---- 2. The active is down -------------------------------------------------------------------
@@ -254,7 +256,7 @@ kill_node b KILL
 reap_node b
 sleep 3
 stop_loop loop2
-check "kill -9 the passive mid-read-loop: reads continue from the active within 1 s, none fails after" \
+check "kill -9 the passive mid-read-loop: every read after it succeeds, from the active" \
   judge_loop loop2 "$kill_time"
 
 run "$client" put --handle refused-b --file "$KT_WORK/key.bin"
