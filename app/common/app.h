@@ -62,6 +62,10 @@
  *   client.list      org (optional)                          clients[]
  *   deposit.put      client, uuid, handle, description, box  deposit (without box)
  *   deposit.get      client, uuid | handle                   deposit (with box)
+ *   client.deposit   fingerprint, uuid | handle              client, deposit (with box) or null:
+ *                                                            client.get and deposit.get in one
+ *                                                            call (keytrusteed's deposit reads);
+ *                                                            not_found = no such client
  *   deposit.list     client, search (optional)               deposits[] (without box)
  *   deposit.set_state client, uuid, state                    -
  *   deposit.purge    client, uuid                            -
