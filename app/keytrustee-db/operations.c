@@ -404,19 +404,25 @@ static json_t *client_deposit(kt_db_session *session, const json_t *request)
     if (reader == NULL)
         return failure;
     kt_client_record client;
-    kt_store_status status = kt_store_client_get(reader, fingerprint, &client);
-    if (status != KT_STORE_OK)
-        return read_failure(reader, "client.deposit", status);
     kt_deposit deposit = {0};
-    status = by_uuid ? kt_store_deposit_get(reader, fingerprint, uuid, &deposit)
-                     : kt_store_deposit_get_by_handle(reader, fingerprint, handle, &deposit);
+    /* One snapshot for both, and the read locks taken once instead of per query. */
+    kt_store_status status = kt_store_read_begin(reader);
+    if (status == KT_STORE_OK)
+        status = kt_store_client_get(reader, fingerprint, &client);
+    kt_store_status found = KT_STORE_ERROR;
+    if (status == KT_STORE_OK)
+        found = by_uuid ? kt_store_deposit_get(reader, fingerprint, uuid, &deposit)
+                        : kt_store_deposit_get_by_handle(reader, fingerprint, handle, &deposit);
     json_t *response = NULL;
-    if (status == KT_STORE_OK || status == KT_STORE_NOT_FOUND)
+    if (status != KT_STORE_OK)
+        response = read_failure(reader, "client.deposit", status);
+    else if (found == KT_STORE_OK || found == KT_STORE_NOT_FOUND)
         response = kt_response_attach(
             kt_response_attach(kt_response_ok(), "client", kt_client_object(&client)), "deposit",
-            status == KT_STORE_OK ? kt_deposit_object(&deposit, true) : json_null());
+            found == KT_STORE_OK ? kt_deposit_object(&deposit, true) : json_null());
     else
-        response = read_failure(reader, "client.deposit", status);
+        response = read_failure(reader, "client.deposit", found);
+    kt_store_read_end(reader);
     kt_deposit_clear(&deposit);
     return response;
 }
