@@ -210,6 +210,7 @@ int kt_json_set_base64(json_t *object, const char *key, const void *bytes, size_
 #define KT_AUDIT_FILE     "audit.log"
 #define KT_AUDIT_FLUSH_MS 100L   /* the flusher writes and fsyncs this often */
 #define KT_AUDIT_BACKLOG  10000u /* events kept in memory while the file cannot be written */
+#define KT_AUDIT_RESERVE_WAIT_MS 2000L /* a reservation waits this long for a flusher behind */
 
 /* What happened. No field may carry a secret; NULL or "" is written as "-". */
 typedef struct kt_audit_event {
@@ -225,7 +226,9 @@ typedef struct kt_audit_event {
  * everything and record nothing (tools and fuzzers). */
 int kt_audit_open(const kt_paths *paths, const char *program, char *error, size_t error_size);
 /* Reserves room for one event; false when the backlog is at its bound: refuse the request then.
- * A reservation is consumed by kt_audit_record or given back by kt_audit_release. */
+ * While the file is writable and only the flusher is behind, it first waits for room (at most
+ * KT_AUDIT_RESERVE_WAIT_MS). A reservation is consumed by kt_audit_record or given back by
+ * kt_audit_release. */
 bool kt_audit_reserve(void);
 void kt_audit_release(void);
 /* Queues an event (the flusher writes it within KT_AUDIT_FLUSH_MS). */
