@@ -74,6 +74,14 @@ static json_t *call_or_respond(ktd_request *request, json_t *db_request, ktd_db_
     return response;
 }
 
+/* Whether a query value can go into a JSON request (jansson takes UTF-8 only). */
+static bool utf8_text(const char *text)
+{
+    json_t *value = json_string(text);
+    json_decref(value);
+    return value != NULL;
+}
+
 static bool valid_handle(const char *handle)
 {
     size_t length = strlen(handle);
@@ -409,7 +417,8 @@ void ktd_handle_deposit_find(ktd_request *request, const char *argument)
     char error[160];
     ktd_client client;
     if (ktd_query_parse(request->query, keys, 2, values, error, sizeof error) == 0) {
-        bool by_handle = values[0] != NULL && values[1] == NULL && valid_handle(values[0]);
+        bool by_handle = values[0] != NULL && values[1] == NULL && valid_handle(values[0]) &&
+                         utf8_text(values[0]);
         if (by_handle) /* the common read: one keytrustee-db call */
             read_deposit(request, "handle", values[0], false);
         ktd_query_free(values, 2);
@@ -431,6 +440,8 @@ void ktd_handle_deposit_find(ktd_request *request, const char *argument)
     else if (search != NULL && strlen(search) > KT_DESCRIPTION_MAX)
         ktd_respond_error(request, 400, "bad_request", NULL,
                           "search is at most %u bytes", KT_DESCRIPTION_MAX);
+    else if (handle != NULL && !utf8_text(handle))
+        ktd_respond_error(request, 400, "bad_request", NULL, "handle must be UTF-8 text");
     else if (handle != NULL) /* a valid handle alone was read above */
         ktd_respond_internal(request, "a handle read that client.deposit did not take");
     else

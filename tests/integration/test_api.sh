@@ -243,6 +243,10 @@ signed "$work/c1" GET "/v1/deposits/$(python3 -c 'import uuid; print(uuid.uuid4(
 expect "an unknown uuid is 404" error_is 404 not_found
 signed "$work/c1" GET "/v1/deposits?handle=nothing-here" ""
 expect "an unknown handle is 404" error_is 404 not_found
+signed "$work/c1" GET "/v1/deposits?handle=%FF" ""
+expect "a handle that is not UTF-8 is 400" error_is 400 bad_request
+request GET "/v1/deposits?handle=%FF" ""
+expect "an unsigned read of such a handle is 401 first" error_is 401 unauthenticated
 signed "$work/c1" GET "/v1/deposits/$uuid?x=1" ""
 expect "a query on a deposit read is 400" error_is 400 bad_request
 signed "$work/stranger" GET "/v1/deposits/$uuid" ""
