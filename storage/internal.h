@@ -42,6 +42,8 @@ typedef enum kt_statement_id {
     KT_SQL_DEPOSIT_SET_STATE,
     KT_SQL_DEPOSIT_PURGE,
     KT_SQL_COUNT_ROWS,
+    KT_SQL_READ_BEGIN,
+    KT_SQL_READ_END,
     KT_STATEMENT_COUNT
 } kt_statement_id;
 

@@ -130,6 +130,11 @@ void kt_store_set_commit_classifier(kt_store *store, kt_commit_classifier classi
 kt_store_status kt_store_begin(kt_store *store);
 kt_store_status kt_store_commit(kt_store *store);
 void kt_store_rollback(kt_store *store);
+/* Reads: the queries between read_begin and read_end see one snapshot and take the database's
+ * read locks once, where each query alone is a read transaction of its own (on a reader store, or
+ * a writer without an open batch). read_end always ends it. */
+kt_store_status kt_store_read_begin(kt_store *store);
+void kt_store_read_end(kt_store *store);
 
 /* ---- Orgs ------------------------------------------------------------------------------------ */
 kt_store_status kt_store_org_add(kt_store *store, const kt_org *org); /* CONFLICT on same name */

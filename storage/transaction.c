@@ -238,3 +238,25 @@ void kt_store_rollback(kt_store *store)
     store->batch_open = false;
     roll_back(store);
 }
+
+kt_store_status kt_store_read_begin(kt_store *store)
+{
+    if (!store) {
+        return KT_STORE_INVALID;
+    }
+    if (store->batch_open) {
+        return kt_store_fail(store, KT_STORE_ERROR, "a batch is open; read inside it instead");
+    }
+    return control(store, KT_SQL_READ_BEGIN, "BEGIN DEFERRED", "beginning a read failed");
+}
+
+void kt_store_read_end(kt_store *store)
+{
+    if (!store || store->batch_open || sqlite3_get_autocommit(store->db)) {
+        return; /* nothing open (a failed BEGIN, or SQLite ended it after an error) */
+    }
+    /* A read-only transaction has nothing to commit: ROLLBACK only releases the snapshot. It
+     * cannot fail with no statement running; if it did, kt_store_error_message says why, and the
+     * next read_begin reports the transaction still open. */
+    (void)control(store, KT_SQL_READ_END, "ROLLBACK", "ending a read failed");
+}

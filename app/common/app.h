@@ -64,6 +64,10 @@
  *   client.list      org (optional)                          clients[]
  *   deposit.put      client, uuid, handle, description, box  deposit (without box)
  *   deposit.get      client, uuid | handle                   deposit (with box)
+ *   client.deposit   fingerprint, uuid | handle              client, deposit (with box) or null:
+ *                                                            client.get and deposit.get in one
+ *                                                            call (keytrusteed's deposit reads);
+ *                                                            not_found = no such client
  *   deposit.list     client, search (optional)               deposits[] (without box)
  *   deposit.set_state client, uuid, state                    -
  *   deposit.purge    client, uuid                            -
@@ -253,6 +257,7 @@ int kt_cli_global_options(const kt_cli_program *program, int argc, char **argv,
 #define KT_AUDIT_FILE     "audit.log"
 #define KT_AUDIT_FLUSH_MS 100L   /* the flusher writes and fsyncs this often */
 #define KT_AUDIT_BACKLOG  10000u /* events kept in memory while the file cannot be written */
+#define KT_AUDIT_RESERVE_WAIT_MS 2000L /* a reservation waits this long for a flusher behind */
 
 /* What happened. No field may carry a secret; NULL or "" is written as "-". */
 typedef struct kt_audit_event {
@@ -268,7 +273,9 @@ typedef struct kt_audit_event {
  * everything and record nothing (tools and fuzzers). */
 int kt_audit_open(const kt_paths *paths, const char *program, char *error, size_t error_size);
 /* Reserves room for one event; false when the backlog is at its bound: refuse the request then.
- * A reservation is consumed by kt_audit_record or given back by kt_audit_release. */
+ * While the file is writable and only the flusher is behind, it first waits for room (at most
+ * KT_AUDIT_RESERVE_WAIT_MS). A reservation is consumed by kt_audit_record or given back by
+ * kt_audit_release. */
 bool kt_audit_reserve(void);
 void kt_audit_release(void);
 /* Queues an event (the flusher writes it within KT_AUDIT_FLUSH_MS). */

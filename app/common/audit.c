@@ -19,13 +19,16 @@
  *
  * Durability: kt_audit_record only queues; the flusher writes and fsyncs every
  * KT_AUDIT_FLUSH_MS (and kt_audit_close flushes what is left), so an event can be lost only in a
- * crash of the machine within that window after its request was answered.
+ * crash of the machine within that window after its request was answered. A batch is one write(2)
+ * and one fdatasync; when a quarter of the bound waits, the flusher writes again without pausing.
  *
  * When the file cannot be written (disk full, I/O error): the partial batch is cut off again
  * (ftruncate to the old size, so the chain stays valid), the events stay queued, and the flusher
  * retries. The queue is bounded (KT_AUDIT_BACKLOG events, or $KT_AUDIT_BACKLOG); callers reserve
  * a slot *before* doing anything auditable (kt_audit_reserve), so once the bound is reached new
- * auditable requests are refused instead of performed without a record. No event is dropped
+ * auditable requests are refused instead of performed without a record. While the file is
+ * writable a full queue only means the flusher is behind: a reservation then waits for the next
+ * batch to be written (at most KT_AUDIT_RESERVE_WAIT_MS) before it is refused. No event is dropped
  * while the process runs; at shutdown, events that still cannot be written are counted in the
  * error log.
  */
@@ -66,6 +69,7 @@ static struct {
     pthread_t thread;
     pthread_mutex_t mutex;
     pthread_cond_t wake;
+    pthread_cond_t drained; /* a batch was written: reservations may go on */
     bool stopping;
     queued_event *head;
     queued_event *tail;
@@ -73,7 +77,8 @@ static struct {
     size_t reserved;
     size_t capacity;
     bool failing; /* the last flush failed: logged once until one succeeds */
-} audit = {.fd = -1, .mutex = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
+} audit = {.fd = -1, .mutex = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER,
+         .drained = PTHREAD_COND_INITIALIZER};
 
 /* ---- Entries ---------------------------------------------------------------------------------- */
 
@@ -107,13 +112,13 @@ static int set_text(json_t *object, const char *key, const char *value)
 
 /* The members of an entry in their fixed order (one statement each: the order is the format). */
 static int fill_entry(json_t *entry, long long sequence, const queued_event *event,
-                      const char *previous)
+                      const char *previous, pid_t pid)
 {
     bool chain_start = sequence == 0 && event->actor[0] == '\0';
     if (json_object_set_new(entry, "seq", json_integer(sequence)) != 0 ||
         set_text(entry, "time", event->time) != 0 ||
         set_text(entry, "program", audit.program) != 0 ||
-        json_object_set_new(entry, "pid", json_integer((json_int_t)getpid())) != 0)
+        json_object_set_new(entry, "pid", json_integer((json_int_t)pid)) != 0)
         return -1;
     if (!chain_start &&
         (set_text(entry, "actor", event->actor) != 0 ||
@@ -128,12 +133,13 @@ static int fill_entry(json_t *entry, long long sequence, const queued_event *eve
 }
 
 /* The entry without its hash, as compact JSON (malloc'd), or NULL when memory is short. */
-static char *entry_body(long long sequence, const queued_event *event, const char *previous)
+static char *entry_body(long long sequence, const queued_event *event, const char *previous,
+                        pid_t pid)
 {
     json_t *entry = json_object();
     if (entry == NULL)
         return NULL;
-    char *text = fill_entry(entry, sequence, event, previous) == 0
+    char *text = fill_entry(entry, sequence, event, previous, pid) == 0
                      ? json_dumps(entry, JSON_COMPACT | JSON_PRESERVE_ORDER)
                      : NULL;
     json_decref(entry);
@@ -143,9 +149,9 @@ static char *entry_body(long long sequence, const queued_event *event, const cha
 /* "<body minus its closing brace>,"hash":"<hex>"}\n" into a malloc'd string; the hash goes to
  * `hash`. */
 static char *entry_line(long long sequence, const queued_event *event, const char *previous,
-                        char hash[HASH_HEX + 1])
+                        pid_t pid, char hash[HASH_HEX + 1])
 {
-    char *body = entry_body(sequence, event, previous);
+    char *body = entry_body(sequence, event, previous, pid);
     if (body == NULL)
         return NULL;
     size_t length = strlen(body);
@@ -280,22 +286,42 @@ static int write_all(int fd, const char *text, size_t length)
     return 0;
 }
 
-/* Appends one entry continuing the tail. */
-static int append_entry(int fd, chain_tail *tail, const queued_event *event)
+/* A batch's lines, gathered so that the whole batch is one write(2): one system call per flush
+ * instead of one per event, which kept the flusher from falling behind busy request threads. */
+typedef struct batch_text {
+    char *bytes;
+    size_t length;
+    size_t size;
+} batch_text;
+
+/* Appends one entry continuing the tail to `text`. */
+static int append_entry(batch_text *text, chain_tail *tail, const queued_event *event, pid_t pid)
 {
     char hash[HASH_HEX + 1];
-    char *line = entry_line(tail->sequence + 1, event, tail->hash, hash);
+    char *line = entry_line(tail->sequence + 1, event, tail->hash, pid, hash);
     if (line == NULL) {
         errno = ENOMEM;
         return -1;
     }
-    int result = write_all(fd, line, strlen(line));
-    free(line);
-    if (result == 0) {
-        tail->sequence++;
-        memcpy(tail->hash, hash, sizeof hash);
+    size_t length = strlen(line);
+    if (text->length + length > text->size) {
+        size_t size = text->size * 2 > text->length + length ? text->size * 2
+                                                             : text->length + length + 4096;
+        char *grown = realloc(text->bytes, size);
+        if (grown == NULL) {
+            free(line);
+            errno = ENOMEM;
+            return -1;
+        }
+        text->bytes = grown;
+        text->size = size;
     }
-    return result;
+    memcpy(text->bytes + text->length, line, length);
+    text->length += length;
+    free(line);
+    tail->sequence++;
+    memcpy(tail->hash, hash, sizeof hash);
+    return 0;
 }
 
 /* Writes `events` (and a chain start first when the file is empty) and fsyncs, under the lock.
@@ -305,19 +331,24 @@ static int write_batch(const queued_event *events)
     if (flock(audit.fd, LOCK_EX) != 0)
         return -1;
     chain_tail tail;
+    batch_text text = {0};
+    pid_t pid = getpid(); /* read per batch: the daemons detach (and change pid) after opening */
     int result = read_tail(audit.fd, &tail);
     off_t old_size = tail.size;
     if (result == 0 && tail.sequence < 0) {
         queued_event start = {.action = "audit.chain_start"};
         format_time(start.time);
-        result = append_entry(audit.fd, &tail, &start);
+        result = append_entry(&text, &tail, &start, pid);
     }
     for (const queued_event *event = events; result == 0 && event != NULL; event = event->next)
-        result = append_entry(audit.fd, &tail, event);
+        result = append_entry(&text, &tail, event, pid);
+    if (result == 0)
+        result = write_all(audit.fd, text.bytes, text.length);
     if (result == 0)
         result = fdatasync(audit.fd);
     int saved = errno;
-    if (result != 0 && errno != EBADMSG && ftruncate(audit.fd, old_size) != 0)
+    free(text.bytes);
+    if (result != 0 && saved != EBADMSG && ftruncate(audit.fd, old_size) != 0)
         kt_log(KT_LOG_ERROR, "cannot cut a failed batch off %s: %s", audit.path, strerror(errno));
     (void)flock(audit.fd, LOCK_UN);
     errno = saved;
@@ -364,6 +395,7 @@ static void flush_queue(void)
     (void)pthread_mutex_lock(&audit.mutex);
     if (result == 0) {
         audit.queued -= count;
+        (void)pthread_cond_broadcast(&audit.drained);
     } else {
         last->next = audit.head;
         audit.head = events;
@@ -383,12 +415,19 @@ static void flush_queue(void)
     }
 }
 
+/* A quarter of the bound waits (and the last flush worked): write it now, not after the pause,
+ * so that a burst of requests does not reach the bound while the flusher sleeps. Under the mutex. */
+static bool queue_is_large(void)
+{
+    return audit.head != NULL && !audit.failing && audit.queued >= audit.capacity / 4;
+}
+
 static void *flusher(void *unused)
 {
     (void)unused;
     for (;;) {
         (void)pthread_mutex_lock(&audit.mutex);
-        if (!audit.stopping) {
+        if (!audit.stopping && !queue_is_large()) {
             struct timespec deadline;
             (void)clock_gettime(CLOCK_REALTIME, &deadline);
             deadline.tv_nsec += KT_AUDIT_FLUSH_MS * 1000000L;
@@ -457,6 +496,21 @@ bool kt_audit_reserve(void)
         return true;
     (void)pthread_mutex_lock(&audit.mutex);
     bool granted = audit.queued + audit.reserved < audit.capacity;
+    /* At the bound while the file is writable and events wait, the flusher is only behind
+     * (request threads busy on every core starve it): wait for it rather than refuse, which also
+     * leaves it the CPU. Reservations alone are not the flusher's to drain: no wait for those. */
+    if (!granted && !audit.failing && !audit.stopping && audit.queued > 0) {
+        struct timespec deadline;
+        (void)clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_sec += KT_AUDIT_RESERVE_WAIT_MS / 1000L;
+        deadline.tv_nsec += (KT_AUDIT_RESERVE_WAIT_MS % 1000L) * 1000000L;
+        deadline.tv_sec += deadline.tv_nsec / 1000000000L;
+        deadline.tv_nsec %= 1000000000L;
+        while (!granted && !audit.failing && !audit.stopping && audit.queued > 0 &&
+               pthread_cond_timedwait(&audit.drained, &audit.mutex, &deadline) == 0)
+            granted = audit.queued + audit.reserved < audit.capacity;
+        granted = audit.queued + audit.reserved < audit.capacity;
+    }
     if (granted)
         audit.reserved++;
     (void)pthread_mutex_unlock(&audit.mutex);
@@ -504,6 +558,8 @@ void kt_audit_record(const kt_audit_event *event)
         audit.head = queued;
     audit.tail = queued;
     audit.queued++;
+    if (audit.queued == audit.capacity / 4)
+        (void)pthread_cond_signal(&audit.wake); /* queue_is_large: the flusher need not wait */
     (void)pthread_mutex_unlock(&audit.mutex);
 }
 
@@ -514,6 +570,7 @@ void kt_audit_close(void)
     (void)pthread_mutex_lock(&audit.mutex);
     audit.stopping = true;
     (void)pthread_cond_signal(&audit.wake);
+    (void)pthread_cond_broadcast(&audit.drained);
     (void)pthread_mutex_unlock(&audit.mutex);
     (void)pthread_join(audit.thread, NULL);
     if (audit.queued > 0)

@@ -4,14 +4,20 @@
  *   2026-11-28T12:00:00.123Z keytrustee-db[1234] info: message
  *
  * Each call formats the whole line first and hands it to the kernel in a single write(2) on a
- * descriptor opened with O_APPEND, under a mutex: lines from different threads (or, for the file,
- * different processes) never interleave. Control characters in the message are replaced by '?'
+ * descriptor opened with O_APPEND: lines from different threads (or, for the file, different
+ * processes) never interleave, because Linux appends each write(2) to a regular file whole (and a
+ * line of at most PIPE_BUF bytes to a pipe). So threads log in parallel: they share a read lock,
+ * which only kt_log_open (reopening after logrotate) takes exclusively, so that no line is written
+ * to a descriptor being closed. The threshold is read without any lock, so a suppressed level
+ * (debug, in production) costs one atomic load; keytrusteed logs every request, and a mutex held
+ * across the write had its worker threads queueing on each other. Control characters in the message are replaced by '?'
  * so a hostile value that reaches a message cannot forge extra log lines. The pid is read at every
  * call because the daemons detach (and change pid) after opening their log.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -25,9 +31,9 @@
 #define KT_LOG_LINE_MAX 4096
 #define KT_LOG_MESSAGE_MAX 3900
 
-static pthread_mutex_t log_mutex = PTHREAD_MUTEX_INITIALIZER;
+static pthread_rwlock_t log_lock = PTHREAD_RWLOCK_INITIALIZER;
 static char log_program[64] = "keytrustee";
-static kt_log_level log_threshold = KT_LOG_INFO;
+static _Atomic int log_threshold = KT_LOG_INFO;
 static int log_descriptor = STDERR_FILENO;
 
 static const char *const level_names[] = {"debug", "info", "warning", "error"};
@@ -57,7 +63,7 @@ int kt_log_open(const char *program, kt_log_level level, const char *path)
         if (descriptor < 0)
             return -1;
     }
-    if (pthread_mutex_lock(&log_mutex) != 0) {
+    if (pthread_rwlock_wrlock(&log_lock) != 0) {
         if (descriptor != STDERR_FILENO)
             (void)close(descriptor);
         return -1;
@@ -66,9 +72,9 @@ int kt_log_open(const char *program, kt_log_level level, const char *path)
     if (log_descriptor != STDERR_FILENO)
         (void)close(log_descriptor);
     log_descriptor = descriptor;
-    log_threshold = level;
+    atomic_store(&log_threshold, (int)level);
     snprintf(log_program, sizeof log_program, "%s", program != NULL ? program : "keytrustee");
-    (void)pthread_mutex_unlock(&log_mutex);
+    (void)pthread_rwlock_unlock(&log_lock);
     return 0;
 }
 
@@ -98,14 +104,9 @@ void kt_log(kt_log_level level, const char *format, ...)
 {
     if (level < KT_LOG_DEBUG || level > KT_LOG_ERROR)
         level = KT_LOG_ERROR;
+    if ((int)level < atomic_load_explicit(&log_threshold, memory_order_relaxed))
+        return;
     int saved_errno = errno; /* callers often log and then report errno */
-    if (pthread_mutex_lock(&log_mutex) != 0)
-        return;
-    if (level < log_threshold) {
-        (void)pthread_mutex_unlock(&log_mutex);
-        errno = saved_errno;
-        return;
-    }
     char message[KT_LOG_MESSAGE_MAX];
     va_list arguments;
     va_start(arguments, format);
@@ -118,6 +119,10 @@ void kt_log(kt_log_level level, const char *format, ...)
     char timestamp[32];
     format_timestamp(timestamp, sizeof timestamp);
     char line[KT_LOG_LINE_MAX];
+    if (pthread_rwlock_rdlock(&log_lock) != 0) {
+        errno = saved_errno;
+        return;
+    }
     int length = snprintf(line, sizeof line, "%s %s[%ld] %s: %s\n", timestamp, log_program,
                           (long)getpid(), level_names[level], message);
     if (length < 0) {
@@ -129,6 +134,6 @@ void kt_log(kt_log_level level, const char *format, ...)
     /* A log that cannot be written has nowhere to report to; the line is dropped. */
     ssize_t ignored = write(log_descriptor, line, (size_t)length);
     (void)ignored;
-    (void)pthread_mutex_unlock(&log_mutex);
+    (void)pthread_rwlock_unlock(&log_lock);
     errno = saved_errno;
 }

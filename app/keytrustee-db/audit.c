@@ -3,7 +3,7 @@
  *
  * keytrustee-db records the admin-socket requests that change or reveal something, as sent by
  * the operator tools (ktadmin, keytrustee-orgtool): org.add, org.set_auth, client.add,
- * client.set_state, deposit.put, deposit.get, deposit.set_state, deposit.purge,
+ * client.set_state, deposit.put, deposit.get, client.deposit, deposit.set_state, deposit.purge,
  * replication.set_synchronous and backup. The actor is "admin uid=U pid=P" (SO_PEERCRED), the
  * source "local", the result "ok" or the error code; the object is the org name, fingerprint, or
  * client and deposit uuid/handle from the request — never a box or a key.
@@ -39,6 +39,7 @@ static const audited_op audited_ops[] = {
     {"client.set_state", KEYS("fingerprint", "state")},
     {"deposit.put", KEYS("client", "uuid", "handle")},
     {"deposit.get", KEYS("client", "uuid", "handle")},
+    {"client.deposit", KEYS("fingerprint", "uuid", "handle")},
     {"deposit.set_state", KEYS("client", "uuid", "state")},
     {"deposit.purge", KEYS("client", "uuid")},
     {"replication.set_synchronous", KEYS("synchronous")},

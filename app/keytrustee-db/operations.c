@@ -381,6 +381,52 @@ static json_t *deposit_get(kt_db_session *session, const json_t *request)
     return response;
 }
 
+/* client.deposit: client.get and deposit.get in one call, so that keytrusteed serves a deposit
+ * read with one admin-socket round trip. not_found means the client is unknown; an unknown
+ * deposit is no error here: the answer then has the client and "deposit": null, because only
+ * keytrusteed, after checking the request's signature with the client's key, may say so. */
+static json_t *client_deposit(kt_db_session *session, const json_t *request)
+{
+    char fingerprint[KT_FINGERPRINT_CHARS + 1];
+    char uuid[KT_UUID_CHARS + 1];
+    char handle[KT_HANDLE_MAX + 1];
+    json_t *failure = NULL;
+    bool by_uuid = kt_field_present(request, "uuid");
+    if (by_uuid == kt_field_present(request, "handle"))
+        return kt_response_error("bad_request",
+                                 "client.deposit takes either \"uuid\" or \"handle\"");
+    if (kt_field_fingerprint(request, "fingerprint", fingerprint, &failure) != 0 ||
+        (by_uuid && kt_field_uuid(request, "uuid", uuid, &failure) != 0) ||
+        (!by_uuid &&
+         kt_field_text(request, "handle", 1, KT_HANDLE_MAX, true, NULL, handle, &failure) != 0))
+        return failure;
+    kt_store *reader = kt_session_reader(session, &failure);
+    if (reader == NULL)
+        return failure;
+    kt_client_record client;
+    kt_deposit deposit = {0};
+    /* One snapshot for both, and the read locks taken once instead of per query. */
+    kt_store_status status = kt_store_read_begin(reader);
+    if (status == KT_STORE_OK)
+        status = kt_store_client_get(reader, fingerprint, &client);
+    kt_store_status found = KT_STORE_ERROR;
+    if (status == KT_STORE_OK)
+        found = by_uuid ? kt_store_deposit_get(reader, fingerprint, uuid, &deposit)
+                        : kt_store_deposit_get_by_handle(reader, fingerprint, handle, &deposit);
+    json_t *response = NULL;
+    if (status != KT_STORE_OK)
+        response = read_failure(reader, "client.deposit", status);
+    else if (found == KT_STORE_OK || found == KT_STORE_NOT_FOUND)
+        response = kt_response_attach(
+            kt_response_attach(kt_response_ok(), "client", kt_client_object(&client)), "deposit",
+            found == KT_STORE_OK ? kt_deposit_object(&deposit, true) : json_null());
+    else
+        response = read_failure(reader, "client.deposit", found);
+    kt_store_read_end(reader);
+    kt_deposit_clear(&deposit);
+    return response;
+}
+
 static json_t *deposit_list(kt_db_session *session, const json_t *request)
 {
     char client[KT_FINGERPRINT_CHARS + 1];
@@ -479,6 +525,7 @@ static const kt_operation operations[] = {
     {"client.list", client_list, FIELDS("org")},
     {"deposit.put", deposit_put, FIELDS("client", "uuid", "handle", "description", "box")},
     {"deposit.get", deposit_get, FIELDS("client", "uuid", "handle")},
+    {"client.deposit", client_deposit, FIELDS("fingerprint", "uuid", "handle")},
     {"deposit.list", deposit_list, FIELDS("client", "search")},
     {"deposit.set_state", deposit_set_state, FIELDS("client", "uuid", "state")},
     {"deposit.purge", deposit_purge, FIELDS("client", "uuid")},

@@ -16,7 +16,9 @@
  * failure is 401; the answer names which check failed but never echoes a signature or a nonce,
  * and neither is logged.
  *
- * For a registered client the public key comes from keytrustee-db (client.get); a disabled client,
+ * For a registered client the public key comes from keytrustee-db (client.get, or client.deposit
+ * for a deposit read: the client record and the deposit in one admin-socket round trip, so the
+ * key and the client's state are never older than the request); a disabled client,
  * or a client of a disabled org, is then refused with 403 — after its signature was checked, so
  * an unauthenticated caller learns nothing about a client's state. Registration verifies with the
  * key in its own body (register.c).
@@ -276,31 +278,30 @@ int ktd_client_from_json(const json_t *object, ktd_client *client)
     return 0;
 }
 
-static int look_up_client(ktd_request *request, const char *fingerprint, ktd_client *client,
-                          json_t **record)
+/* Sends db_request (client.get, or client.deposit) for `fingerprint`; on success *response is
+ * keytrustee-db's whole answer, whose "client" is read into `client`. */
+static int look_up_client(ktd_request *request, const char *fingerprint, json_t *db_request,
+                          ktd_client *client, json_t **response)
 {
-    json_t *db_request = ktd_db_request(request, "client.get");
-    json_t *response = NULL;
-    if (db_request == NULL)
-        return -1;
+    *response = NULL;
     int result = -1;
     if (json_object_set_new(db_request, "fingerprint", json_string(fingerprint)) != 0)
-        ktd_respond_internal(request, "building client.get");
-    else if (ktd_db_call(request, db_request, KTD_DB_READ, &response) != 0)
+        ktd_respond_internal(request, "building the client lookup");
+    else if (ktd_db_call(request, db_request, KTD_DB_READ, response) != 0)
         ; /* answered */
-    else if (ktd_db_error_code(response) != NULL &&
-             strcmp(ktd_db_error_code(response), "not_found") == 0)
+    else if (ktd_db_error_code(*response) != NULL &&
+             strcmp(ktd_db_error_code(*response), "not_found") == 0)
         refuse(request, "unknown client: this fingerprint is not registered; register first");
-    else if (ktd_db_error_code(response) != NULL)
-        ktd_respond_db_error(request, response, "unknown client");
-    else if (ktd_client_from_json(json_object_get(response, "client"), client) != 0)
-        ktd_respond_internal(request, "reading client.get's client");
+    else if (ktd_db_error_code(*response) != NULL)
+        ktd_respond_db_error(request, *response, "unknown client");
+    else if (ktd_client_from_json(json_object_get(*response, "client"), client) != 0)
+        ktd_respond_internal(request, "reading the client record from keytrustee-db");
     else
         result = 0;
-    json_decref(db_request);
-    if (result == 0)
-        *record = json_incref(json_object_get(response, "client"));
-    json_decref(response);
+    if (result != 0) {
+        json_decref(*response);
+        *response = NULL;
+    }
     return result;
 }
 
@@ -354,20 +355,35 @@ static int check_enabled(ktd_request *request, const json_t *record, const ktd_c
     return 0;
 }
 
-int ktd_authenticate(ktd_request *request, ktd_body_kind kind, ktd_client *client)
+int ktd_authenticate_call(ktd_request *request, ktd_body_kind kind, json_t *db_request,
+                          ktd_client *client, json_t **response)
 {
-    json_t *record = NULL;
+    *response = NULL;
     if (ktd_body_read(request, kind) != 0)
         return -1;
     const char *fingerprint = ktd_claimed_client(request);
-    if (fingerprint == NULL || look_up_client(request, fingerprint, client, &record) != 0)
+    if (fingerprint == NULL || look_up_client(request, fingerprint, db_request, client,
+                                              response) != 0)
         return -1;
-    int result = -1;
+    const json_t *record = json_object_get(*response, "client");
     if (strcmp(client->fingerprint, fingerprint) != 0)
-        ktd_respond_internal(request, "client.get answered another client");
+        ktd_respond_internal(request, "keytrustee-db answered for another client");
     else if (ktd_verify_signature(request, client->public_key) == 0 &&
              check_enabled(request, record, client) == 0)
-        result = 0;
-    json_decref(record);
+        return 0;
+    json_decref(*response);
+    *response = NULL;
+    return -1;
+}
+
+int ktd_authenticate(ktd_request *request, ktd_body_kind kind, ktd_client *client)
+{
+    json_t *db_request = ktd_db_request(request, "client.get");
+    json_t *response = NULL;
+    if (db_request == NULL)
+        return -1;
+    int result = ktd_authenticate_call(request, kind, db_request, client, &response);
+    json_decref(db_request);
+    json_decref(response);
     return result;
 }

@@ -74,6 +74,14 @@ static json_t *call_or_respond(ktd_request *request, json_t *db_request, ktd_db_
     return response;
 }
 
+/* Whether a query value can go into a JSON request (jansson takes UTF-8 only). */
+static bool utf8_text(const char *text)
+{
+    json_t *value = json_string(text);
+    json_decref(value);
+    return value != NULL;
+}
+
 static bool valid_handle(const char *handle)
 {
     size_t length = strlen(handle);
@@ -268,7 +276,7 @@ static void respond_with_secret(ktd_request *request, const json_t *deposit,
     kt_secret_free(text);
 }
 
-/* Answers a deposit record read with deposit.get. */
+/* Answers a deposit record read with client.deposit. */
 static void respond_deposit(ktd_request *request, const ktd_client *client, const json_t *deposit)
 {
     const char *uuid = json_string_value(json_object_get(deposit, "uuid"));
@@ -287,23 +295,6 @@ static void respond_deposit(ktd_request *request, const ktd_client *client, cons
         return;
     respond_with_secret(request, deposit, secret);
     kt_secret_free(secret);
-}
-
-/* deposit.get by `key` ("uuid" or "handle") and answers it. */
-static void get_deposit(ktd_request *request, const ktd_client *client, const char *key,
-                        const char *value)
-{
-    char not_found[KT_HANDLE_MAX + 80];
-    snprintf(not_found, sizeof not_found, "no deposit with %s \"%s\" for this client", key, value);
-    json_t *db_request = client_request(request, "deposit.get", client);
-    if (db_request == NULL)
-        return;
-    json_t *response = NULL;
-    if (set_text(request, db_request, key, value) == 0 &&
-        (response = call_or_respond(request, db_request, KTD_DB_READ, not_found)) != NULL)
-        respond_deposit(request, client, json_object_get(response, "deposit"));
-    json_decref(db_request);
-    json_decref(response); /* holds the box only */
 }
 
 /* Refuses any query parameter on the uuid endpoints. */
@@ -329,11 +320,44 @@ static int begin_uuid_request(ktd_request *request, const char *uuid, ktd_client
     return 0;
 }
 
+/* Answers client.deposit's deposit: 404 when there is none for this client. */
+static void answer_deposit(ktd_request *request, const ktd_client *client, const json_t *response,
+                           const char *key, const char *value)
+{
+    const json_t *deposit = json_object_get(response, "deposit");
+    if (json_is_null(deposit))
+        ktd_respond_error(request, 404, "not_found", NULL,
+                          "no deposit with %s \"%s\" for this client", key, value);
+    else
+        respond_deposit(request, client, deposit);
+}
+
+/* A deposit read by uuid or handle (a valid one) in one keytrustee-db call, client.deposit: the
+ * client's key and state, and the deposit, which is answered only once the request is
+ * authenticated and has no query beyond the one `check_query` allows. */
+static void read_deposit(ktd_request *request, const char *key, const char *value,
+                         bool check_query)
+{
+    ktd_client client;
+    json_t *response = NULL;
+    json_t *db_request = ktd_db_request(request, "client.deposit");
+    if (db_request == NULL)
+        return;
+    if (set_text(request, db_request, key, value) == 0 &&
+        ktd_authenticate_call(request, KTD_BODY_NONE, db_request, &client, &response) == 0 &&
+        (!check_query || refuse_query(request) == 0))
+        answer_deposit(request, &client, response, key, value);
+    json_decref(db_request);
+    json_decref(response); /* holds the box only */
+}
+
 void ktd_handle_deposit_get(ktd_request *request, const char *argument)
 {
     ktd_client client;
-    if (begin_uuid_request(request, argument, &client) == 0)
-        get_deposit(request, &client, "uuid", argument);
+    if (argument != NULL && kt_uuid_valid(argument))
+        read_deposit(request, "uuid", argument, true);
+    else if (begin_uuid_request(request, argument, &client) == 0) /* answers 401 or 404 */
+        ktd_respond_internal(request, "an invalid deposit uuid taken for a valid one");
 }
 
 /* ---- List, search, and get by handle -------------------------------------------------------- */
@@ -392,6 +416,15 @@ void ktd_handle_deposit_find(ktd_request *request, const char *argument)
     char *values[2];
     char error[160];
     ktd_client client;
+    if (ktd_query_parse(request->query, keys, 2, values, error, sizeof error) == 0) {
+        bool by_handle = values[0] != NULL && values[1] == NULL && valid_handle(values[0]) &&
+                         utf8_text(values[0]);
+        if (by_handle) /* the common read: one keytrustee-db call */
+            read_deposit(request, "handle", values[0], false);
+        ktd_query_free(values, 2);
+        if (by_handle)
+            return;
+    }
     if (ktd_authenticate(request, KTD_BODY_NONE, &client) != 0)
         return;
     if (ktd_query_parse(request->query, keys, 2, values, error, sizeof error) != 0) {
@@ -407,8 +440,10 @@ void ktd_handle_deposit_find(ktd_request *request, const char *argument)
     else if (search != NULL && strlen(search) > KT_DESCRIPTION_MAX)
         ktd_respond_error(request, 400, "bad_request", NULL,
                           "search is at most %u bytes", KT_DESCRIPTION_MAX);
-    else if (handle != NULL)
-        get_deposit(request, &client, "handle", handle);
+    else if (handle != NULL && !utf8_text(handle))
+        ktd_respond_error(request, 400, "bad_request", NULL, "handle must be UTF-8 text");
+    else if (handle != NULL) /* a valid handle alone was read above */
+        ktd_respond_internal(request, "a handle read that client.deposit did not take");
     else
         list_deposits(request, &client, search);
     ktd_query_free(values, 2);

@@ -66,13 +66,11 @@ int ktd_respond(ktd_request *request, int status, const char *content_type, cons
         failed |= mg_response_header_add(connection, "Connection", "close", -1) != 0;
     if (failed)
         kt_log(KT_LOG_WARNING, "could not add a response header (out of memory)");
-    if (mg_response_header_send(connection) != 0)
-        return -1;
-    if (length > 0 && mg_write(connection, body, length) != (int)length) {
-        kt_log(KT_LOG_DEBUG, "the client went away before the answer was sent");
-        return -1;
-    }
-    return 0;
+    /* Head and body in one write: one TLS record (scripts/patches/...-single-write-response). */
+    int sent = mg_response_send(connection, body, length);
+    if (sent == -4)
+        kt_log(KT_LOG_DEBUG, "the answer was not sent: the client went away, or memory is short");
+    return sent == 0 ? 0 : -1;
 }
 
 /* The answer of last resort, when even building an error body fails. */

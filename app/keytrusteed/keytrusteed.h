@@ -198,6 +198,11 @@ int ktd_respond_not_allowed(ktd_request *request, const char *allow);
 /* Reads the body (kind) and authenticates a registered client: signature headers, clock window,
  * client.get, signature, nonce, client and org enabled. Answers and returns -1 on failure. */
 int ktd_authenticate(ktd_request *request, ktd_body_kind kind, ktd_client *client);
+/* ktd_authenticate with the client looked up by db_request: client.get, or client.deposit with
+ * its "uuid" or "handle" set (a deposit read in one round trip); "fingerprint" is set here. On
+ * success *response is keytrustee-db's whole answer (the caller releases it), else NULL. */
+int ktd_authenticate_call(ktd_request *request, ktd_body_kind kind, json_t *db_request,
+                          ktd_client *client, json_t **response);
 /* Verifies the request signature against `public_key` for the fingerprint in X-KT-Client, then
  * the clock window and the nonce (registration: the key comes from the body). Answers 401 and
  * returns -1 on failure. */

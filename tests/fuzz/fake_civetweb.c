@@ -139,6 +139,17 @@ int mg_write(struct mg_connection *connection, const void *buffer, size_t length
     return (int)length;
 }
 
+/* keytrustee's CivetWeb patch (scripts/patches/civetweb-1.15-single-write-response.patch): the
+ * head and the body in one write. */
+int mg_response_send(struct mg_connection *connection, const void *body, size_t length)
+{
+    if (mg_response_header_send(connection) != 0)
+        return -1;
+    if (length > 0 && mg_write(connection, body, length) != (int)length)
+        return -4;
+    return 0;
+}
+
 int mg_printf(struct mg_connection *connection, const char *format, ...)
 {
     (void)connection;

@@ -14,7 +14,8 @@
  * Host rewritten (or removed) after signing.
  * Bits 2-4 make keytrustee-db answer an error (not_found, conflict, passive, write_unavailable,
  * indeterminate, disk_full, or a lost connection); bit 5 applies it to client.get as well, bit 6
- * only from the handler's second call on. Signing in the harness lets the fuzzer reach the
+ * only from the handler's second call on. A deposit read is one call, client.deposit (the client
+ * and the deposit, null for the handle "missing"), faulted like a handler's call. Signing in the harness lets the fuzzer reach the
  * handlers' body decoding behind authentication instead of stopping at a signature it cannot make.
  *
  * keytrustee-db is replaced at the admin-socket call (kt_db_connect/kt_db_call): it knows orgs
@@ -244,6 +245,25 @@ static json_t *answer(const char *op, const json_t *request)
         json_t *deposit = deposit_object(request);
         return deposit != NULL ? json_pack("{s:b, s:o}", "ok", 1, "deposit", deposit)
                                : refusal("bad_request");
+    }
+    if (strcmp(op, "client.deposit") == 0) { /* a deposit read: client.get + deposit.get */
+        const char *fingerprint = json_string_value(json_object_get(request, "fingerprint"));
+        const fuzz_client *client = client_named(fingerprint);
+        if (client == NULL)
+            return refusal("not_found");
+        const char *handle = json_string_value(json_object_get(request, "handle"));
+        json_t *deposit = NULL;
+        if (handle == NULL || strcmp(handle, "missing") != 0) { /* "missing": no such deposit */
+            json_t *key = json_deep_copy(request);
+            if (key == NULL || json_object_set_new(key, "client", json_string(fingerprint)) != 0)
+                abort();
+            deposit = deposit_object(key);
+            json_decref(key);
+            if (deposit == NULL)
+                return refusal("bad_request");
+        }
+        return json_pack("{s:b, s:o, s:o}", "ok", 1, "client", client_object(client), "deposit",
+                         deposit != NULL ? deposit : json_null());
     }
     if (strcmp(op, "deposit.list") == 0) {
         json_t *deposit = deposit_object(request);

@@ -106,6 +106,9 @@ def db_ops():
                         "description": "d", "box": box},
         "deposit-get": {"op": "deposit.get", "client": client, "uuid": DEPOSIT_UUID},
         "deposit-get-handle": {"op": "deposit.get", "client": client, "handle": "db-password"},
+        "client-deposit": {"op": "client.deposit", "fingerprint": client, "uuid": DEPOSIT_UUID},
+        "client-deposit-handle": {"op": "client.deposit", "fingerprint": client,
+                                  "handle": "db-password"},
         "deposit-list": {"op": "deposit.list", "client": client, "search": "demo"},
         "deposit-state": {"op": "deposit.set_state", "client": client, "uuid": DEPOSIT_UUID,
                           "state": "disabled"},
@@ -164,6 +167,10 @@ def api():
     write("api", "get", request(1, "GET", deposit))
     write("api", "get-handle", request(1, "GET", "/v1/deposits?handle=db-password"))
     write("api", "get-handle-off", request(1, "GET", "/v1/deposits?handle=off"))
+    write("api", "get-handle-missing", request(1, "GET", "/v1/deposits?handle=missing"))
+    write("api", "get-stranger", request(0, "GET", deposit, [
+        ("X-KT-Client", "C" * 40), ("X-KT-Timestamp", "1700000000"),
+        ("X-KT-Nonce", b64(b"\x01" * 16)), ("X-KT-Signature", b64(b"\x02" * 64))]))
     write("api", "search", request(1, "GET", "/v1/deposits?search=pass+word%21"))
     write("api", "list", request(1, "GET", "/v1/deposits"))
     write("api", "purge", request(1, "DELETE", deposit))

@@ -214,6 +214,16 @@ same_secret() {
 signed "$work/c1" GET "/v1/deposits/$uuid" ""
 expect "get by uuid returns the bytes exactly" \
     eval 'status_is 200 && same_secret && [ "$(field state)" = active ]'
+content_length() { sed -n 's/^Content-Length: *\([0-9]*\).*/\1/Ip' "$work/headers"; }
+expect "an answer's head (one write with its body) has every header and an exact length" \
+    eval 'head -n 1 "$work/headers" | grep -q "^HTTP/1.1 200 OK" &&
+          grep -qi "^Content-Type: application/json" "$work/headers" &&
+          grep -qi "^Cache-Control: no-store" "$work/headers" && grep -qi "^Date: " "$work/headers" &&
+          grep -qi "^Connection: keep-alive" "$work/headers" &&
+          [ "$(content_length)" = "$(wc -c <"$work/body")" ]'
+connects=$(curl -sk --max-time 10 -o /dev/null -o /dev/null -w '%{num_connects} ' \
+    "$url/v1/health" "$url/v1/health")
+expect "two requests share one keep-alive connection" [ "$connects" = "1 0 " ]
 signed "$work/c1" GET "/v1/deposits?handle=disk%201%2Bx" ""
 expect "get by URL-encoded handle returns the bytes exactly" \
     eval 'status_is 200 && same_secret && [ "$(field uuid)" = "$uuid" ]'
@@ -230,6 +240,21 @@ expect "list shows both deposits and no secrets" \
 signed "$work/c1" GET "/v1/deposits?search=root" ""
 expect "search matches the description" \
     eval 'status_is 200 && grep -q "disk 1+x" "$work/body" && ! grep -q "\"swap\"" "$work/body"'
+signed "$work/c1" GET "/v1/deposits/$(python3 -c 'import uuid; print(uuid.uuid4())')" ""
+expect "an unknown uuid is 404" error_is 404 not_found
+signed "$work/c1" GET "/v1/deposits?handle=nothing-here" ""
+expect "an unknown handle is 404" error_is 404 not_found
+signed "$work/c1" GET "/v1/deposits?handle=%FF" ""
+expect "a handle that is not UTF-8 is 400" error_is 400 bad_request
+request GET "/v1/deposits?handle=%FF" ""
+expect "an unsigned read of such a handle is 401 first" error_is 401 unauthenticated
+signed "$work/c1" GET "/v1/deposits/$uuid?x=1" ""
+expect "a query on a deposit read is 400" error_is 400 bad_request
+signed "$work/stranger" GET "/v1/deposits/$uuid" ""
+expect "an unregistered client reading a deposit is 401" error_is 401 unauthenticated
+sign "$work/c1" GET "/v1/deposits?handle=swap" ""
+request GET "/v1/deposits?handle=disk%201%2Bx" "" "${signature[@]}"
+expect "a deposit read signed for another handle is 401" error_is 401 unauthenticated
 signed "$work/c1" GET "/v1/deposits?handle=a&search=b" ""
 expect "handle and search together are 400" error_is 400 bad_request
 signed "$work/c1" GET "/v1/deposits?color=red" ""
@@ -281,6 +306,8 @@ expect "an unregistered client is 401" error_is 401 unauthenticated
 "$KT_BIN/keytrustee-orgtool" disable-client --fingerprint "$c1" >/dev/null 2>&1
 signed "$work/c1" GET "/v1/deposits/$uuid" ""
 expect "a disabled client is 403" error_is 403 forbidden
+signed "$work/c1" GET "/v1/deposits?handle=swap" ""
+expect "a disabled client is 403 by handle too" error_is 403 forbidden
 "$KT_BIN/keytrustee-orgtool" enable-client --fingerprint "$c1" >/dev/null 2>&1
 signed "$work/c1" GET "/v1/deposits/$uuid" ""
 expect "an enabled client reads again" status_is 200

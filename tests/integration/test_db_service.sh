@@ -207,6 +207,25 @@ expect "deposit.get with both uuid and handle is bad_request" \
   "{\"op\":\"deposit.get\",\"client\":\"$fingerprint\",\"uuid\":\"$uuid\",\"handle\":\"disk1\"}" '"error":"bad_request"'
 expect "deposit.get of another client's deposit is not_found" \
   "{\"op\":\"deposit.get\",\"client\":\"$other_fingerprint\",\"uuid\":\"$uuid\"}" '"error":"not_found"'
+expect "client.deposit by uuid returns the client and the box" \
+  "{\"op\":\"client.deposit\",\"fingerprint\":\"$fingerprint\",\"uuid\":\"$uuid\"}" \
+  '"ok":true' '"name":"host1"' '"org_state":"active"' "\"box\":\"$box\""
+expect "client.deposit by handle" \
+  "{\"op\":\"client.deposit\",\"fingerprint\":\"$fingerprint\",\"handle\":\"disk1\"}" \
+  "\"uuid\":\"$uuid\"" "\"box\":\"$box\""
+read -r second_key second_fingerprint < <(new_key)
+expect "client.add of a second client" \
+  "{\"op\":\"client.add\",\"fingerprint\":\"$second_fingerprint\",\"org\":\"acme\",\"name\":\"host2\",\"public_key\":\"$second_key\"}" \
+  '"ok":true'
+expect "client.deposit of another client's deposit has the client and a null deposit" \
+  "{\"op\":\"client.deposit\",\"fingerprint\":\"$second_fingerprint\",\"uuid\":\"$uuid\"}" \
+  '"ok":true' "\"fingerprint\":\"$second_fingerprint\"" '"deposit":null'
+expect "client.deposit of an unknown client is not_found" \
+  "{\"op\":\"client.deposit\",\"fingerprint\":\"$other_fingerprint\",\"uuid\":\"$uuid\"}" \
+  '"error":"not_found"'
+expect "client.deposit with both uuid and handle is bad_request" \
+  "{\"op\":\"client.deposit\",\"fingerprint\":\"$fingerprint\",\"uuid\":\"$uuid\",\"handle\":\"disk1\"}" \
+  '"error":"bad_request"'
 response=$(call "{\"op\":\"deposit.list\",\"client\":\"$fingerprint\"}")
 verify "deposit.list lists both, without boxes" '[ "$(field "$response" deposits.0.handle) $(field "$response" deposits.1.handle)" = "disk1 disk2" ] && ! grep -q "\"box\"" <<<"$response"'
 response=$(call "{\"op\":\"deposit.list\",\"client\":\"$fingerprint\",\"search\":\"root\"}")

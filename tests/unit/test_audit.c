@@ -204,6 +204,25 @@ TEST(a_readable_file_is_refused_and_the_bound_holds)
     remove_home(&paths);
 }
 
+TEST(a_full_queue_waits_for_the_flusher_instead_of_refusing)
+{
+    kt_paths paths = temporary_home();
+    char error[512] = "", path[PATH_MAX + 32], message[256] = "";
+    CHECK(setenv("KT_AUDIT_BACKLOG", "2", 1) == 0);
+    CHECK_EQ_INT(kt_audit_open(&paths, "unit", error, sizeof error), 0);
+    record_events(2, "burst"); /* two queued: the bound, and the file is writable */
+    CHECK(kt_audit_reserve()); /* granted once the flusher has written them */
+    kt_audit_event event = {"burst", "test.event", "object-2", "ok", "local"};
+    kt_audit_record(&event);
+    kt_audit_close();
+    CHECK(unsetenv("KT_AUDIT_BACKLOG") == 0);
+    audit_path(&paths, path, sizeof path);
+    long entries = 0;
+    CHECK_EQ_INT(verify(path, &entries, message, sizeof message), 0);
+    CHECK_EQ_INT(entries, 4); /* chain start and the three events */
+    remove_home(&paths);
+}
+
 int main(void)
 {
     if (kt_crypto_init() != 0)

@@ -955,6 +955,42 @@ TEST(reader_sees_committed_rows_only)
     world_close(&world);
 }
 
+TEST(read_transaction_is_one_snapshot)
+{
+    test_world world;
+    REQUIRE(world_open(&world) == 0);
+    kt_store *reader = open_store(world.path, false);
+    REQUIRE(reader != NULL);
+    const char *client = world.client.fingerprint;
+    kt_deposit first, later;
+    make_deposit(&first, client, "first", 1);
+    make_deposit(&later, client, "later", 2);
+    CHECK_EQ_INT(kt_store_deposit_put(world.store, &first), KT_STORE_OK);
+
+    CHECK_EQ_INT(kt_store_read_begin(reader), KT_STORE_OK);
+    CHECK(deposit_exists(reader, client, first.uuid));
+    CHECK_EQ_INT(kt_store_deposit_put(world.store, &later), KT_STORE_OK); /* committed meanwhile */
+    CHECK_EQ_INT(kt_store_client_set_state(world.store, client, KT_STATE_DISABLED), KT_STORE_OK);
+    kt_client_record seen;
+    CHECK_EQ_INT(kt_store_client_get(reader, client, &seen), KT_STORE_OK);
+    CHECK_EQ_INT(seen.state, KT_STATE_ACTIVE);        /* still the snapshot of read_begin */
+    CHECK(!deposit_exists(reader, client, later.uuid));
+    kt_store_read_end(reader);
+    kt_store_read_end(reader); /* nothing open: no effect */
+
+    CHECK_EQ_INT(kt_store_client_get(reader, client, &seen), KT_STORE_OK);
+    CHECK_EQ_INT(seen.state, KT_STATE_DISABLED); /* a new read sees the change at once */
+    CHECK(deposit_exists(reader, client, later.uuid));
+    CHECK_EQ_INT(kt_store_read_begin(reader), KT_STORE_OK); /* usable again */
+    kt_store_read_end(reader);
+
+    CHECK_EQ_INT(kt_store_begin(world.store), KT_STORE_OK);
+    CHECK_EQ_INT(kt_store_read_begin(world.store), KT_STORE_ERROR); /* inside a batch */
+    CHECK_EQ_INT(kt_store_commit(world.store), KT_STORE_OK);
+    kt_store_close(reader);
+    world_close(&world);
+}
+
 /* ---- Maintenance ----------------------------------------------------------------------------- */
 
 TEST(integrity_check_and_counts)
