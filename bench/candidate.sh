@@ -18,34 +18,92 @@ CANDIDATE_WHY=""
 # An active/passive pair set up by the seed's procedure (as scripts/run-pair.sh and the tests do),
 # with synchronous replication on, on 127.0.0.21 (active) and 127.0.0.22 (passive), release
 # build, every process started in the foreground under our PIDs.
+#   candidate_pair_start [--passive-api] [--preload FUNCTION]
+#     --passive-api      also `ktadmin init` the passive and start its keytrusteed (failure suite)
+#     --preload F        runs F after `ktadmin db --bootstrap`, before keytrustee-db first starts
+#                        (the scale suite fills the database there; see deposit_load.c)
+# Sets CANDIDATE_A_HOME/B_HOME, CANDIDATE_URL (active), CANDIDATE_B_URL, CANDIDATE_PIDS[db_a,
+# api_a, db_b, api_b], and CANDIDATE_PAIR_PIDS (all of them, for the stop).
 CANDIDATE_PAIR_PIDS=()
+declare -A CANDIDATE_PIDS=()
+candidate_home() { if [ "$1" = a ]; then echo "$CANDIDATE_A_HOME"; else echo "$CANDIDATE_B_HOME"; fi; }
+# candidate_start_db NODE / candidate_start_api NODE: one service of a node, waited for.
+candidate_start_db() {
+  local node=$1 home; home=$(candidate_home "$1")
+  rm -f "$home/run/keytrustee-db.sock"
+  KEYTRUSTEE_HOME=$home "$BENCH_ROOT/build/bin/keytrustee-db" --foreground --pg-rootdir "$home/db" \
+    >>"$BENCH_LOGS/db-$node.log" 2>&1 &
+  CANDIDATE_PIDS[db_$node]=$!
+  CANDIDATE_PAIR_PIDS+=($!)
+  for _ in $(seq 1 200); do [ -S "$home/run/keytrustee-db.sock" ] && return 0; sleep 0.05; done
+  CANDIDATE_WHY="keytrustee-db of node $node did not create its socket (see $BENCH_LOGS/db-$node.log)"
+  return 1
+}
+candidate_start_api() {
+  local node=$1 home url; home=$(candidate_home "$1")
+  url=$CANDIDATE_URL; [ "$node" = b ] && url=$CANDIDATE_B_URL
+  KEYTRUSTEE_HOME=$home "$BENCH_ROOT/build/bin/keytrusteed" --foreground --log-level warning \
+    >>"$BENCH_LOGS/api-$node.log" 2>&1 &
+  CANDIDATE_PIDS[api_$node]=$!
+  CANDIDATE_PAIR_PIDS+=($!)
+  for _ in $(seq 1 200); do
+    curl -sk --max-time 1 -o /dev/null "$url/v1/health" && return 0
+    sleep 0.05
+  done
+  CANDIDATE_WHY="keytrusteed of node $node does not answer at $url (see $BENCH_LOGS/api-$node.log)"
+  return 1
+}
+# candidate_state NODE: the node's replication state (in_sync, ...), empty when it does not answer.
+candidate_state() {
+  KEYTRUSTEE_HOME=$(candidate_home "$1") "$BENCH_ROOT/build/bin/ktadmin" status --json 2>/dev/null |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["replication"]["state"])' 2>/dev/null
+}
+# candidate_wait_in_sync SECONDS: both nodes in_sync.
+candidate_wait_in_sync() {
+  local i
+  for ((i = 0; i < $1 * 10; i++)); do
+    [ "$(candidate_state a)" = in_sync ] && [ "$(candidate_state b)" = in_sync ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
 candidate_pair_start() {
-  local bin=$BENCH_ROOT/build/bin work=$BENCH_DIR/pair a b https repl
+  local bin=$BENCH_ROOT/build/bin work=$BENCH_DIR/pair a b https repl passive_api=0 preload=""
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --passive-api) passive_api=1; shift ;;
+      --preload) preload=$2; shift 2 ;;
+      *) bench_die "candidate_pair_start: unknown option $1" ;;
+    esac
+  done
   a=127.0.0.21; b=127.0.0.22
   https=$(bench_free_port); repl=$(bench_free_port)
   rm -rf "$work"; mkdir -p "$work/kt02"; chmod 700 "$work" "$work/kt02"
   CANDIDATE_A_HOME=$work/kt01; CANDIDATE_B_HOME=$work/kt02
   CANDIDATE_URL=https://$a:$https
+  CANDIDATE_B_URL=https://$b:$https
+  : >"$BENCH_LOGS/db-a.log"; : >"$BENCH_LOGS/db-b.log"; : >"$BENCH_LOGS/api-a.log"; : >"$BENCH_LOGS/api-b.log"
   {
     KEYTRUSTEE_HOME=$work/kt01 "$bin/ktadmin" init --external-address "$a" --listen "$a" --port "$https" &&
     rsync -a --exclude .ssl "$work/kt01/.keytrustee" "$work/kt02/" &&
     KEYTRUSTEE_HOME=$work/kt01 "$bin/ktadmin" db --bootstrap --port "$repl" --pg-rootdir "$work/kt01/db" --slave kt02
   } >"$BENCH_LOGS/pair-setup.log" 2>&1 || { CANDIDATE_WHY="pair set-up failed (see $BENCH_LOGS/pair-setup.log)"; return 1; }
-  KEYTRUSTEE_HOME=$work/kt01 "$bin/keytrustee-db" --foreground --pg-rootdir "$work/kt01/db" >"$BENCH_LOGS/db-a.log" 2>&1 &
-  CANDIDATE_PAIR_PIDS+=($!)
-  KEYTRUSTEE_HOME=$work/kt01 "$bin/keytrusteed" --foreground --log-level warning >"$BENCH_LOGS/api-a.log" 2>&1 &
-  CANDIDATE_PAIR_PIDS+=($!)
+  if [ -n "$preload" ]; then "$preload" || return 1; fi
   bench_at_exit candidate_pair_stop
-  for _ in $(seq 1 100); do [ -S "$work/kt01/run/keytrustee-db.sock" ] && break; sleep 0.05; done
+  candidate_start_db a || return 1
+  candidate_start_api a || return 1
   KEYTRUSTEE_HOME=$work/kt02 "$bin/ktadmin" init-slave --master "$a" --pg-port "$repl" \
     --pg-rootdir "$work/kt02/db" --no-import-key --no-start >>"$BENCH_LOGS/pair-setup.log" 2>&1 ||
     { CANDIDATE_WHY="init-slave failed (see $BENCH_LOGS/pair-setup.log)"; return 1; }
-  KEYTRUSTEE_HOME=$work/kt02 "$bin/keytrustee-db" --foreground --pg-rootdir "$work/kt02/db" >"$BENCH_LOGS/db-b.log" 2>&1 &
-  CANDIDATE_PAIR_PIDS+=($!)
-  for _ in $(seq 1 100); do [ -S "$work/kt02/run/keytrustee-db.sock" ] && break; sleep 0.05; done
+  candidate_start_db b || return 1
+  if [ $passive_api -eq 1 ]; then
+    KEYTRUSTEE_HOME=$work/kt02 "$bin/ktadmin" init --external-address "$b" --listen "$b" --port "$https" \
+      >>"$BENCH_LOGS/pair-setup.log" 2>&1 || { CANDIDATE_WHY="ktadmin init on the passive failed"; return 1; }
+    candidate_start_api b || return 1
+  fi
   KEYTRUSTEE_HOME=$work/kt01 "$bin/ktadmin" enable-synchronous-replication --pg-rootdir "$work/kt01/db" \
     >>"$BENCH_LOGS/pair-setup.log" 2>&1 || { CANDIDATE_WHY="enable-synchronous-replication failed"; return 1; }
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 300); do
     KEYTRUSTEE_HOME=$work/kt01 "$bin/ktadmin" status --json 2>/dev/null | grep -q '"state": "in_sync"' && return 0
     sleep 0.1
   done
@@ -54,8 +112,47 @@ candidate_pair_start() {
 }
 candidate_pair_stop() {
   local pid
-  for pid in "${CANDIDATE_PAIR_PIDS[@]}"; do bench_stop_pid "$pid"; done
+  for pid in "${CANDIDATE_PAIR_PIDS[@]}"; do
+    kill -s CONT "$pid" 2>/dev/null || true   # a node the failure suite froze must be able to stop
+    bench_stop_pid "$pid"
+  done
   CANDIDATE_PAIR_PIDS=()
+  CANDIDATE_PIDS=()
+}
+
+# candidate_register CONFDIR [PASSIVE_URL]: an org and a client registered with ktclient against
+# the active (and the passive, when given), trusting both nodes' CAs.
+candidate_register() {
+  local confdir=$1 passive=${2:-} bin=$BENCH_ROOT/build/bin secret ca=$BENCH_DIR/pair/pair-ca.pem
+  local -a second=()
+  KEYTRUSTEE_HOME=$CANDIDATE_A_HOME "$bin/keytrustee-orgtool" add -n bench -c bench@example.com \
+    >>"$BENCH_LOGS/pair-setup.log" 2>&1 || { CANDIDATE_WHY="keytrustee-orgtool add failed"; return 1; }
+  secret=$(KEYTRUSTEE_HOME=$CANDIDATE_A_HOME "$bin/keytrustee-orgtool" list |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["bench"]["auth_secret"])') ||
+    { CANDIDATE_WHY="keytrustee-orgtool list did not give the org secret"; return 1; }
+  cat "$CANDIDATE_A_HOME/.keytrustee/.ssl/ssl-cert-keytrustee-ca.pem" >"$ca"
+  if [ -n "$passive" ]; then
+    cat "$CANDIDATE_B_HOME/.keytrustee/.ssl/ssl-cert-keytrustee-ca.pem" >>"$ca"
+    second=(--passive-server "$passive")
+  fi
+  rm -rf "$confdir"
+  "$bin/ktclient" --confdir "$confdir" register --server "$CANDIDATE_URL" "${second[@]}" --org bench \
+    --auth "$secret" --clientname bench-client --cacert "$ca" >>"$BENCH_LOGS/pair-setup.log" 2>&1 ||
+    { CANDIDATE_WHY="ktclient register failed (see $BENCH_LOGS/pair-setup.log)"; return 1; }
+}
+
+# candidate_wrk_checked HOOK ARGS...: runs a wrk hook; its JSON line on stdout when it had no
+# error of any kind (a non-2xx answer, a timeout, a broken connection), else the counts on stderr
+# and status 1: an error is a failed run, never throughput.
+candidate_wrk_checked() {
+  local line
+  line=$("$@") || return 1
+  if python3 -c 'import json,sys; sys.exit(0 if json.loads(sys.argv[1]).get("errors", 1) == 0 else 1)' "$line"; then
+    echo "$line"
+  else
+    bench_log "keytrustee: $* had errors (a failed run, not throughput): $line"
+    return 1
+  fi
 }
 
 # ---- commit suite ---------------------------------------------------------------------------------
@@ -83,28 +180,51 @@ candidate_commit_teardown() { candidate_pair_stop; }
 # bench/wrk/kt_signed.lua signs every request as docs/api.md says (Ed25519 via libsodium through
 # wrk's LuaJIT FFI; checked against keytrusteed: 0 status errors for GET, POST and --close).
 candidate_https_setup() {
-  CANDIDATE_WHY="bench/candidate.sh: candidate_https_setup does not start keytrusteed yet"
-  return 1
+  local confdir=$BENCH_DIR/pair/client secret_b64 uuid hook
+  candidate_pair_start || return 1
+  candidate_register "$confdir" || return 1
+  CANDIDATE_KEY_FILE=$confdir/client.key
+  # 40 random bytes: the GET answer ({"uuid", "handle", "description", "created", "state",
+  # "secret"} with the secret in base64) is then about nginx's 180 bytes.
+  head -c 40 /dev/urandom >"$BENCH_DIR/pair/deposit.bin"
+  uuid=$("$BENCH_ROOT/build/bin/ktclient" --confdir "$confdir" put --handle bench-get \
+    --file "$BENCH_DIR/pair/deposit.bin" 2>>"$BENCH_LOGS/pair-setup.log") ||
+    { CANDIDATE_WHY="ktclient put of the benchmark deposit failed (see $BENCH_LOGS/pair-setup.log)"; return 1; }
+  CANDIDATE_DEPOSIT_UUID=$uuid
+  "$BENCH_ROOT/build/bin/ktclient" --confdir "$confdir" get --uuid "$uuid" 2>/dev/null |
+    cmp -s - "$BENCH_DIR/pair/deposit.bin" ||
+    { CANDIDATE_WHY="the benchmark deposit does not read back byte-identical"; return 1; }
+  # Each hook once, 1 s: a signed request keytrusteed refuses would show up as status errors.
+  for hook in candidate_https_get candidate_https_put candidate_https_handshake; do
+    if ! "$hook" 1 1 >/dev/null; then
+      CANDIDATE_WHY="$hook got error answers in its 1-second check (see $BENCH_LOGS/wrk.last.txt)"
+      return 1
+    fi
+  done
+  bench_log "keytrustee: $CANDIDATE_URL, deposit $uuid (40-byte secret), client key $CANDIDATE_KEY_FILE; get/put/handshake checked: 0 errors"
 }
 # candidate_https_get CONNECTIONS SECONDS: one bench_wrk JSON line (keep-alive deposit get).
-candidate_https_get() {
+candidate_https_get() { candidate_wrk_checked candidate_https_get_raw "$@"; }
+candidate_https_get_raw() {
   KT_BENCH_KEY_FILE="${CANDIDATE_KEY_FILE:?}" KT_BENCH_METHOD=GET \
     KT_BENCH_PATH="/v1/deposits/${CANDIDATE_DEPOSIT_UUID:?}" \
     bench_wrk "${CANDIDATE_URL:?}/" "$1" "$2" --script "$BENCH_ROOT/bench/wrk/kt_signed.lua"
 }
 # candidate_https_put CONNECTIONS SECONDS: keep-alive deposit put (a new handle per request).
-candidate_https_put() {
+candidate_https_put() { candidate_wrk_checked candidate_https_put_raw "$@"; }
+candidate_https_put_raw() {
   KT_BENCH_KEY_FILE="${CANDIDATE_KEY_FILE:?}" KT_BENCH_METHOD=POST KT_BENCH_PATH=/v1/deposits \
     KT_BENCH_BODY='{"handle":"bench-{unique}","secret":"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}' \
     bench_wrk "${CANDIDATE_URL:?}/" "$1" "$2" --script "$BENCH_ROOT/bench/wrk/kt_signed.lua"
 }
 # candidate_https_handshake CONNECTIONS SECONDS: a new TLS connection per request (deposit get).
-candidate_https_handshake() {
+candidate_https_handshake() { candidate_wrk_checked candidate_https_handshake_raw "$@"; }
+candidate_https_handshake_raw() {
   KT_BENCH_KEY_FILE="${CANDIDATE_KEY_FILE:?}" KT_BENCH_METHOD=GET \
     KT_BENCH_PATH="/v1/deposits/${CANDIDATE_DEPOSIT_UUID:?}" \
     bench_wrk "${CANDIDATE_URL:?}/" "$1" "$2" --close --script "$BENCH_ROOT/bench/wrk/kt_signed.lua"
 }
-candidate_https_teardown() { :; }
+candidate_https_teardown() { candidate_pair_stop; }
 
 # ---- failure timings ------------------------------------------------------------------------------
 # Prints rows {"suite":"failure","case":...,"system":"keytrustee","outcome":...,"seconds":S,
