@@ -233,9 +233,168 @@ candidate_https_teardown() { candidate_pair_stop; }
 #   "write refusal after the passive is cut"       -> first 503 write_unavailable (<= 2 s)
 #   "write resumption after the passive returns"   -> first accepted write (<= 2 s)
 # Repeat each >= 3 times and put the median in "seconds" (each trial in "trials": [...]).
+#
+# Method: the pair with both keytrusteds up, a client registered with ktclient with both URLs
+# (--server active --passive-server passive), one stored deposit. The client is the real ktclient
+# CLI, one process per attempt (a new TLS connection each time, as a script or a mount helper
+# does); attempts follow each other with a 10 ms pause (CANDIDATE_POLL_SECONDS), so the resolution
+# of each figure is one attempt plus 10 ms (the median attempt time is in "detail"). Clock: bash's
+# EPOCHREALTIME (no process spawned to read it). A trial's time runs from just before the signal to
+# the end of the first attempt that got the awaited answer.
+#   read failover:    SIGKILL both services of the active; first `ktclient get` that returns the
+#                     secret byte for byte (the client's avoid-hint file is removed first, so it
+#                     asks the dead active first, as a client that did not know would). The active
+#                     is then restarted and the pair waited in_sync before the next trial.
+#   write refusal:    SIGSTOP both services of the passive (a node that stops answering: the active
+#                     can only notice by its heartbeat timeout; kill -9 closes the sockets and is
+#                     noticed at once — its figure is a separate row); first `ktclient put` refused
+#                     as degraded (503 write_unavailable; an "indeterminate" answer to a put caught
+#                     mid-commit is not the refusal and the polling goes on).
+#   write resumption: SIGCONT the passive; first `ktclient put` accepted. After kill -9: the
+#                     passive's services are started again, the clock starts at that start.
+# Each repeated CANDIDATE_FAILURE_TRIALS times (default 3); "seconds" is the median.
+CANDIDATE_POLL_SECONDS=0.01
+CANDIDATE_FAILURE_TRIALS=${CANDIDATE_FAILURE_TRIALS:-3}
+
+# candidate_poll DEADLINE_SECONDS WANT COMMAND...: runs COMMAND until WANT (a function given the
+# exit status and the stderr file) says yes; prints "ELAPSED_SINCE_T0 ATTEMPTS MEDIAN_ATTEMPT_MS".
+# t0 is CANDIDATE_T0 (EPOCHREALTIME). Returns 1 at the deadline.
+candidate_poll() {
+  local deadline=$1 want=$2; shift 2
+  local err=$BENCH_DIR/pair/poll.err status start end attempts=0 durations=""
+  while :; do
+    start=$EPOCHREALTIME
+    "$@" >"$BENCH_DIR/pair/poll.out" 2>"$err"; status=$?
+    end=$EPOCHREALTIME
+    attempts=$((attempts + 1))
+    durations+="$start $end "
+    if "$want" "$status" "$err"; then
+      python3 -c '
+import statistics, sys
+t0, end, attempts = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+d = [float(b) - float(a) for a, b in zip(sys.argv[4::2], sys.argv[5::2])]
+print("%.4f %s %.1f" % (end - t0, attempts, statistics.median(d) * 1000))' "$CANDIDATE_T0" "$end" "$attempts" $durations
+      return 0
+    fi
+    if python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) - float(sys.argv[2]) > float(sys.argv[3]) else 1)' \
+        "$end" "$CANDIDATE_T0" "$deadline"; then
+      bench_log "keytrustee failure: no awaited answer in ${deadline}s (last status $status: $(head -c 300 "$err"))"
+      return 1
+    fi
+    sleep "$CANDIDATE_POLL_SECONDS"
+  done
+}
+candidate_read_ok() { [ "$1" -eq 0 ] && cmp -s "$BENCH_DIR/pair/poll.out" "$BENCH_DIR/pair/failure.bin"; }
+candidate_write_refused() { [ "$1" -eq 3 ] && grep -q "write refused: the key server pair is degraded" "$2"; }
+candidate_write_ok() { [ "$1" -eq 0 ]; }
+
+candidate_client_get() { "$BENCH_ROOT/build/bin/ktclient" --confdir "$BENCH_DIR/pair/client" get --handle failure-read; }
+candidate_client_put() { # a new handle each time (it runs in $(...) subshells: no counter)
+  "$BENCH_ROOT/build/bin/ktclient" --confdir "$BENCH_DIR/pair/client" put \
+    --handle "failure-put-${EPOCHREALTIME/./}-$RANDOM" --file "$BENCH_DIR/pair/failure.bin"
+}
+candidate_signal_node() { # NODE SIGNAL
+  kill -s "$2" "${CANDIDATE_PIDS[api_$1]}" "${CANDIDATE_PIDS[db_$1]}"
+}
+candidate_reap_node() { # NODE: collect a killed node's processes and forget their PIDs
+  local dead=" ${CANDIDATE_PIDS[api_$1]} ${CANDIDATE_PIDS[db_$1]} " pid kept=()
+  wait "${CANDIDATE_PIDS[api_$1]}" "${CANDIDATE_PIDS[db_$1]}" 2>/dev/null || true
+  for pid in "${CANDIDATE_PAIR_PIDS[@]}"; do [[ "$dead" == *" $pid "* ]] || kept+=("$pid"); done
+  CANDIDATE_PAIR_PIDS=("${kept[@]}")
+}
+candidate_restart_node() { # NODE
+  candidate_start_db "$1" && candidate_start_api "$1"
+}
+candidate_settle() { # the pair in sync and writable again before the next trial
+  candidate_wait_in_sync 30 || { CANDIDATE_WHY="the pair did not return to in_sync between trials"; return 1; }
+  CANDIDATE_T0=$EPOCHREALTIME
+  candidate_poll 30 candidate_write_ok candidate_client_put >/dev/null ||
+    { CANDIDATE_WHY="writes did not resume between trials"; return 1; }
+}
+
+# candidate_failure_row CASE DETAIL RESULT_FILE: the JSON row from one line per trial
+# ("SECONDS ATTEMPTS MEDIAN_ATTEMPT_MS").
+candidate_failure_row() {
+  python3 - "$1" "$2" "$3" <<'EOF'
+import json, statistics, sys
+case, detail, path = sys.argv[1:4]
+trials = [line.split() for line in open(path) if line.strip()]
+seconds = [float(t[0]) for t in trials]
+attempt_ms = statistics.median(float(t[2]) for t in trials)
+print(json.dumps({"suite": "failure", "case": case, "system": "keytrustee",
+                  "outcome": "median of %d trials" % len(trials), "seconds": round(statistics.median(seconds), 4),
+                  "trials": [round(x, 4) for x in seconds], "attempts": [int(t[1]) for t in trials],
+                  "poll_interval_s": 0.01, "median_attempt_ms": round(attempt_ms, 1),
+                  "detail": "%s; trials %s s; ktclient polled every 10 ms after the previous attempt (median attempt %.0f ms: the resolution)"
+                            % (detail, " / ".join("%.3f" % x for x in seconds), attempt_ms)}))
+EOF
+}
+
 candidate_failure_rows() {
-  CANDIDATE_WHY="bench/candidate.sh: candidate_failure_rows not written yet"
-  return 1
+  local work=$BENCH_DIR/pair trial result
+  candidate_pair_start --passive-api || return 1
+  candidate_register "$work/client" "$CANDIDATE_B_URL" || return 1
+  head -c 64 /dev/urandom >"$work/failure.bin"
+  "$BENCH_ROOT/build/bin/ktclient" --confdir "$work/client" put --handle failure-read \
+    --file "$work/failure.bin" >/dev/null 2>>"$BENCH_LOGS/pair-setup.log" ||
+    { CANDIDATE_WHY="ktclient put of the failure-suite deposit failed"; return 1; }
+  : >"$work/read.trials"; : >"$work/refuse.trials"; : >"$work/resume.trials"
+  : >"$work/refuse9.trials"; : >"$work/resume9.trials"
+  for ((trial = 1; trial <= CANDIDATE_FAILURE_TRIALS; trial++)); do
+    # Read failover: SIGKILL the active.
+    rm -f "$work/client/client.state"
+    CANDIDATE_T0=$EPOCHREALTIME
+    candidate_signal_node a KILL
+    result=$(candidate_poll 30 candidate_read_ok candidate_client_get) ||
+      { CANDIDATE_WHY="no read succeeded within 30 s of killing the active"; return 1; }
+    echo "$result" >>"$work/read.trials"
+    candidate_reap_node a
+    candidate_restart_node a || return 1
+    rm -f "$work/client/client.state"
+    candidate_settle || return 1
+    # Write refusal and resumption: SIGSTOP / SIGCONT the passive.
+    CANDIDATE_T0=$EPOCHREALTIME
+    candidate_signal_node b STOP
+    result=$(candidate_poll 30 candidate_write_refused candidate_client_put) ||
+      { candidate_signal_node b CONT; CANDIDATE_WHY="no write was refused within 30 s of stopping the passive"; return 1; }
+    echo "$result" >>"$work/refuse.trials"
+    CANDIDATE_T0=$EPOCHREALTIME
+    candidate_signal_node b CONT
+    result=$(candidate_poll 30 candidate_write_ok candidate_client_put) ||
+      { CANDIDATE_WHY="no write was accepted within 30 s of continuing the passive"; return 1; }
+    echo "$result" >>"$work/resume.trials"
+    rm -f "$work/client/client.state"
+    candidate_settle || return 1
+    # The same with kill -9 of the passive, and its services started again.
+    CANDIDATE_T0=$EPOCHREALTIME
+    candidate_signal_node b KILL
+    result=$(candidate_poll 30 candidate_write_refused candidate_client_put) ||
+      { CANDIDATE_WHY="no write was refused within 30 s of killing the passive"; return 1; }
+    echo "$result" >>"$work/refuse9.trials"
+    candidate_reap_node b
+    CANDIDATE_T0=$EPOCHREALTIME
+    candidate_restart_node b || return 1
+    result=$(candidate_poll 30 candidate_write_ok candidate_client_put) ||
+      { CANDIDATE_WHY="no write was accepted within 30 s of restarting the passive"; return 1; }
+    echo "$result" >>"$work/resume9.trials"
+    rm -f "$work/client/client.state"
+    candidate_settle || return 1
+  done
+  candidate_failure_row "read failover after SIGKILL of the active" \
+    "kill -9 of the active's keytrustee-db and keytrusteed; first ktclient get (asking the active first) that returns the secret, served by the passive" \
+    "$work/read.trials"
+  candidate_failure_row "write refusal after the passive is cut" \
+    "SIGSTOP of the passive's keytrustee-db and keytrusteed (noticed only by the active's heartbeat timeout: 4.5 x 200 ms); first ktclient put refused with 503 write_unavailable" \
+    "$work/refuse.trials"
+  candidate_failure_row "write resumption after the passive returns" \
+    "SIGCONT of the stopped passive; first ktclient put accepted" "$work/resume.trials"
+  candidate_failure_row "write refusal after kill -9 of the passive" \
+    "kill -9 of the passive's keytrustee-db and keytrusteed (sockets close at once); first ktclient put refused with 503 write_unavailable" \
+    "$work/refuse9.trials"
+  candidate_failure_row "write resumption after the killed passive restarts" \
+    "from starting the passive's keytrustee-db and keytrusteed again (their own start-up included) to the first ktclient put accepted" \
+    "$work/resume9.trials"
+  candidate_pair_stop
 }
 
 # ---- scale ----------------------------------------------------------------------------------------
