@@ -176,7 +176,7 @@ static int add_org_and_client(kt_store *store, const char *key_out, kt_client_re
 
 /* One deposit sealed as app/keytrusteed/deposits.c seals it, then stored. */
 static int put_deposit(kt_store *store, const kt_client_record *client, const kt_secret *data_key,
-                       long number, long secret_bytes, unsigned char *box, FILE *uuids)
+                       long number, kt_secret *secret, unsigned char *box, FILE *uuids)
 {
     kt_deposit deposit = {.state = KT_STATE_ACTIVE, .created = (int64_t)time(NULL)};
     kt_uuid_generate(deposit.uuid);
@@ -188,16 +188,10 @@ static int put_deposit(kt_store *store, const kt_client_record *client, const kt
     memcpy(associated + KT_UUID_CHARS + 1, client->fingerprint, KT_FINGERPRINT_CHARS);
     associated[KT_UUID_CHARS + 1 + KT_FINGERPRINT_CHARS] = 0;
     memcpy(associated + KT_UUID_CHARS + 2 + KT_FINGERPRINT_CHARS, deposit.uuid, KT_UUID_CHARS);
-    kt_secret *secret = kt_secret_new((size_t)secret_bytes);
-    if (secret == NULL)
-        return fail("out of secure memory", NULL);
     kt_random(secret->bytes, secret->length);
     size_t box_length = 0;
-    int sealed = kt_aead_seal(box, (size_t)secret_bytes + KT_AEAD_OVERHEAD, &box_length,
-                              secret->bytes, secret->length, associated, sizeof associated,
-                              data_key);
-    kt_secret_free(secret);
-    if (sealed != 0)
+    if (kt_aead_seal(box, secret->length + KT_AEAD_OVERHEAD, &box_length, secret->bytes,
+                     secret->length, associated, sizeof associated, data_key) != 0)
         return fail("cannot seal a deposit", NULL);
     deposit.box = box;
     deposit.box_length = box_length;
@@ -212,27 +206,37 @@ static int load(kt_store *store, const load_options *options, const kt_server_ke
                 FILE *uuids, kt_client_record *client)
 {
     unsigned char box[SECRET_MAX + KT_AEAD_OVERHEAD];
-    if (kt_store_begin(store) != KT_STORE_OK)
+    /* One secure buffer for every plaintext (refilled with random bytes per deposit): a guarded
+     * sodium allocation per row would cost more than the row itself. */
+    kt_secret *secret = kt_secret_new((size_t)options->secret_bytes);
+    if (secret == NULL)
+        return fail("out of secure memory", NULL);
+    if (kt_store_begin(store) != KT_STORE_OK) {
+        kt_secret_free(secret);
         return fail("cannot begin a transaction", kt_store_error_message(store));
+    }
     if (add_org_and_client(store, options->key_out, client) != 0) {
         kt_store_rollback(store);
+        kt_secret_free(secret);
         return 1;
     }
-    for (long number = 0; number < options->count; number++) {
-        if (put_deposit(store, client, keys->data_key, number, options->secret_bytes, box,
-                        uuids) != 0) {
+    int status = 0;
+    for (long number = 0; number < options->count && status == 0; number++) {
+        if (put_deposit(store, client, keys->data_key, number, secret, box, uuids) != 0) {
             kt_store_rollback(store);
-            return 1;
+            status = 1;
+            break;
         }
         bool last = number + 1 == options->count;
         if (last || (number + 1) % options->batch == 0) {
             if (kt_store_commit(store) != KT_STORE_OK)
-                return fail("cannot commit a batch", kt_store_error_message(store));
-            if (!last && kt_store_begin(store) != KT_STORE_OK)
-                return fail("cannot begin a transaction", kt_store_error_message(store));
+                status = fail("cannot commit a batch", kt_store_error_message(store));
+            else if (!last && kt_store_begin(store) != KT_STORE_OK)
+                status = fail("cannot begin a transaction", kt_store_error_message(store));
         }
     }
-    return 0;
+    kt_secret_free(secret);
+    return status;
 }
 
 int main(int argc, char **argv)
