@@ -119,5 +119,10 @@ function request()
     ["X-KT-Signature"] = base64(signature, 64),
   }
   if body ~= nil then headers["Content-Type"] = "application/json" end
+  -- wrk.format() ignores wrk.headers (the -H options: "Connection: close" for the handshake rows)
+  -- once it is given a header table, so they are copied in here.
+  for name, value in pairs(wrk.headers) do
+    if name:lower() ~= "host" then headers[name] = value end
+  end
   return wrk.format(method, target, headers, body)
 end
