@@ -173,7 +173,7 @@ candidate_commit_teardown() { candidate_pair_stop; }
 # ---- https suite ----------------------------------------------------------------------------------
 # Setup: start keytrusteed (the active of a synchronous pair), register a client with ktclient
 # (its confdir's client.key signs the requests), store one deposit whose GET answer is about the
-# size of nginx's 180-byte document (a ~40-byte secret), and set:
+# size of nginx's 180-byte document (a 32-byte secret), and set:
 #   CANDIDATE_URL           https://HOST:PORT of the active
 #   CANDIDATE_KEY_FILE      the client's client.key
 #   CANDIDATE_DEPOSIT_UUID  the stored deposit
@@ -184,10 +184,11 @@ candidate_https_setup() {
   candidate_pair_start || return 1
   candidate_register "$confdir" || return 1
   CANDIDATE_KEY_FILE=$confdir/client.key
-  # 40 random bytes: the GET answer ({"uuid", "handle", "description", "created", "state",
-  # "secret"} with the secret in base64) is then about nginx's 180 bytes.
-  head -c 40 /dev/urandom >"$BENCH_DIR/pair/deposit.bin"
-  uuid=$("$BENCH_ROOT/build/bin/ktclient" --confdir "$confdir" put --handle bench-get \
+  # 32 random bytes under the handle "bench-get0": the GET answer ({"uuid", "handle",
+  # "description", "created", "state", "secret"}, the secret in base64) is then 180 bytes, the
+  # size of nginx's document (checked with curl + tests/tools/kt_sign when this was written).
+  head -c 32 /dev/urandom >"$BENCH_DIR/pair/deposit.bin"
+  uuid=$("$BENCH_ROOT/build/bin/ktclient" --confdir "$confdir" put --handle bench-get0 \
     --file "$BENCH_DIR/pair/deposit.bin" 2>>"$BENCH_LOGS/pair-setup.log") ||
     { CANDIDATE_WHY="ktclient put of the benchmark deposit failed (see $BENCH_LOGS/pair-setup.log)"; return 1; }
   CANDIDATE_DEPOSIT_UUID=$uuid
@@ -201,7 +202,7 @@ candidate_https_setup() {
       return 1
     fi
   done
-  bench_log "keytrustee: $CANDIDATE_URL, deposit $uuid (40-byte secret), client key $CANDIDATE_KEY_FILE; get/put/handshake checked: 0 errors"
+  bench_log "keytrustee: $CANDIDATE_URL, deposit $uuid (32-byte secret, 180-byte answer), client key $CANDIDATE_KEY_FILE; get/put/handshake checked: 0 errors"
 }
 # candidate_https_get CONNECTIONS SECONDS: one bench_wrk JSON line (keep-alive deposit get).
 candidate_https_get() { candidate_wrk_checked candidate_https_get_raw "$@"; }
@@ -428,7 +429,7 @@ candidate_scale_preload() {
   if ! "$BENCH_BIN/deposit_load" --database "$db" \
       --server-key "$CANDIDATE_A_HOME/.keytrustee/keytrustee-server.key" \
       --key-out "$BENCH_DIR/scale-client.key" --uuids-out "$BENCH_DIR/scale-uuids.txt" \
-      --count "$CANDIDATE_SCALE_N" >"$BENCH_DIR/scale-load.json" 2>>"$BENCH_LOGS/pair-setup.log"; then
+      --count "$CANDIDATE_SCALE_N" --secret-bytes 32 >"$BENCH_DIR/scale-load.json" 2>>"$BENCH_LOGS/pair-setup.log"; then
     CANDIDATE_WHY="deposit_load of $CANDIDATE_SCALE_N deposits failed (see $BENCH_LOGS/pair-setup.log)"
     return 1
   fi
