@@ -82,7 +82,10 @@ candidate_pair_start() {
   CANDIDATE_A_HOME=$work/kt01; CANDIDATE_B_HOME=$work/kt02
   CANDIDATE_URL=https://$a:$https
   CANDIDATE_B_URL=https://$b:$https
-  : >"$BENCH_LOGS/db-a.log"; : >"$BENCH_LOGS/db-b.log"; : >"$BENCH_LOGS/api-a.log"; : >"$BENCH_LOGS/api-b.log"
+  local log
+  for log in db-a db-b api-a api-b; do # appended to, so that every pair of the run keeps its log
+    printf '==== bench pair started %s\n' "$(date -u +%FT%TZ)" >>"$BENCH_LOGS/$log.log"
+  done
   {
     KEYTRUSTEE_HOME=$work/kt01 "$bin/ktadmin" init --external-address "$a" --listen "$a" --port "$https" &&
     rsync -a --exclude .ssl "$work/kt01/.keytrustee" "$work/kt02/" &&
@@ -150,7 +153,10 @@ candidate_wrk_checked() {
   if python3 -c 'import json,sys; sys.exit(0 if json.loads(sys.argv[1]).get("errors", 1) == 0 else 1)' "$line"; then
     echo "$line"
   else
-    bench_log "keytrustee: $* had errors (a failed run, not throughput): $line"
+    # keytrusteed logs every error answer ("METHOD PATH STATUS CODE ..."): say which they were.
+    bench_log "keytrustee: $* had errors (a failed run, not throughput): $line; error answers in the active's log: $(
+      grep -Eo '(GET|POST) [^ ]+ [45][0-9][0-9] [a-z_]+' "$BENCH_LOGS/api-a.log" 2>/dev/null |
+        sed -E 's#/v1/deposits/[0-9a-f-]{36}#/v1/deposits/{uuid}#' | sort | uniq -c | sort -rn | head -n 4 | tr -s ' \n' ' ')"
     return 1
   fi
 }
@@ -453,7 +459,13 @@ candidate_rss_mb() { # PID: VmRSS in MB
   awk '$1 == "VmRSS:" { printf "%.1f", $2 / 1024 }' "/proc/$1/status"
 }
 
-# candidate_scale_size N: one row (or 1 with CANDIDATE_WHY).
+# candidate_missing WHAT: a "not measured" line among a hook's rows (bench/run.sh lists it).
+candidate_missing() {
+  bench_log "not measured: $1"
+  python3 -c 'import json,sys; print(json.dumps({"suite":"missing","what":sys.argv[1]}))' "$1"
+}
+
+# candidate_scale_size N: one row (or 1 with CANDIDATE_WHY). Runs with errors are left out.
 candidate_scale_size() {
   local n=$1 rep setup_start load rss_api rss_db repeats=${CANDIDATE_SCALE_REPEATS:-$BENCH_REPEATS}
   local runs=$BENCH_DIR/scale-runs.jsonl
@@ -466,10 +478,11 @@ candidate_scale_size() {
   bench_log "keytrustee scale: $n deposits loaded and copied to the passive in $((SECONDS - setup_start)) s ($load)"
   : >"$runs"
   for ((rep = 1; rep <= repeats; rep++)); do
+    # A run with errors is left out of the medians and listed as not measured (see bench log).
     candidate_wrk_checked candidate_scale_get 1 "$BENCH_SECONDS" | bench_py tag kind=get rep="$rep" >>"$runs" ||
-      { CANDIDATE_WHY="random reads at $n deposits had errors or failed"; return 1; }
+      candidate_missing "keytrustee scale at $n deposits, random reads, repeat $rep: error answers or a failed run"
     candidate_wrk_checked candidate_scale_put 8 "$BENCH_SECONDS" | bench_py tag kind=put rep="$rep" >>"$runs" ||
-      { CANDIDATE_WHY="puts at $n deposits had errors or failed"; return 1; }
+      candidate_missing "keytrustee scale at $n deposits, puts, repeat $rep: error answers or a failed run"
   done
   rss_api=$(candidate_rss_mb "${CANDIDATE_PIDS[api_a]}")
   rss_db=$(candidate_rss_mb "${CANDIDATE_PIDS[db_a]}")
@@ -479,20 +492,20 @@ path, n, rss_api, rss_db, db_bytes, load, seconds = sys.argv[1:8]
 rows = [json.loads(line) for line in open(path) if line.strip()]
 gets = [r for r in rows if r["kind"] == "get"]
 puts = [r for r in rows if r["kind"] == "put"]
-med = lambda rs, k: round(statistics.median(r[k] for r in rs), 4)
+med = lambda rs, k: round(statistics.median(r[k] for r in rs), 4) if rs else None
 n = int(n)
 load = json.loads(load)
 print(json.dumps({
     "suite": "scale", "case": "%d deposits stored" % n, "system": "keytrustee", "deposits": n,
-    "ops_per_s": round(statistics.median(r["ops_per_s"] for r in puts), 1),
+    "ops_per_s": med(puts, "ops_per_s"),
     "put_ops_per_s_each": [r["ops_per_s"] for r in puts], "put_p99_ms": med(puts, "p99_ms"),
     "p99_ms": med(gets, "p99_ms"), "p50_ms": med(gets, "p50_ms"), "p999_ms": med(gets, "p999_ms"),
     "get_p99_ms_each": [r["p99_ms"] for r in gets],
-    "get_ops_per_s": round(statistics.median(r["ops_per_s"] for r in gets), 1),
+    "get_ops_per_s": med(gets, "ops_per_s"),
     "signed_requests_before_rss": sum(int(r.get("requests", 0)) for r in rows),
     "rss_mb": float(rss_api), "rss_db_mb": float(rss_db),
     "bytes_per_deposit": round(int(db_bytes) / n, 1), "db_bytes_after_load": int(db_bytes),
-    "load": load, "seconds_for_this_size": int(seconds), "repeats": len(gets),
+    "load": load, "seconds_for_this_size": int(seconds), "get_runs": len(gets), "put_runs": len(puts),
     "detail": "ops/s: puts/s, wrk 8 connections; p99: random reads, wrk 1 connection; RSS: keytrusteed (target) / keytrustee-db, after %d signed requests (keytrusteed's replay cache keeps each nonce 300 s)" % sum(int(r.get("requests", 0)) for r in rows)}))
 EOF
   candidate_pair_stop
@@ -509,12 +522,14 @@ candidate_scale_rows() {
   for n in $CANDIDATE_SCALE_SIZES; do
     elapsed=$((SECONDS - ${STARTED:-$SECONDS}))
     if [ $((elapsed + $(candidate_scale_estimate "$n"))) -gt "${BENCH_BUDGET:-840}" ]; then
-      python3 -c 'import json,sys; print(json.dumps({"suite":"missing","what":sys.argv[1]}))' \
-        "keytrustee scale at $n deposits: skipped, it would not end within the ${BENCH_BUDGET:-840}-second budget"
+      candidate_missing "keytrustee scale at $n deposits: skipped, it would not end within the ${BENCH_BUDGET:-840}-second budget"
       continue
     fi
-    candidate_scale_size "$n" || return 1
-    measured=$((measured + 1))
+    if candidate_scale_size "$n"; then measured=$((measured + 1))
+    else
+      candidate_missing "keytrustee scale at $n deposits: $CANDIDATE_WHY"
+      candidate_pair_stop
+    fi
   done
-  [ $measured -gt 0 ] || { CANDIDATE_WHY="no size fitted in the budget"; return 1; }
+  [ $measured -gt 0 ] || { CANDIDATE_WHY="no size was measured (see the lines above)"; return 1; }
 }
