@@ -153,9 +153,11 @@ candidate_wrk_checked() {
   if python3 -c 'import json,sys; sys.exit(0 if json.loads(sys.argv[1]).get("errors", 1) == 0 else 1)' "$line"; then
     echo "$line"
   else
-    # keytrusteed logs every error answer ("METHOD PATH STATUS CODE ..."): say which they were.
+    # keytrusteed logs every error answer ("METHOD PATH STATUS CODE ..."): say which they were
+    # (since this pair started; they may include earlier runs on the same pair).
     bench_log "keytrustee: $* had errors (a failed run, not throughput): $line; error answers in the active's log: $(
-      grep -Eo '(GET|POST) [^ ]+ [45][0-9][0-9] [a-z_]+' "$BENCH_LOGS/api-a.log" 2>/dev/null |
+      tac "$BENCH_LOGS/api-a.log" 2>/dev/null | sed '/^==== bench pair started/q' |
+        grep -Eo '(GET|POST) [^ ]+ [45][0-9][0-9] [a-z_]+' |
         sed -E 's#/v1/deposits/[0-9a-f-]{36}#/v1/deposits/{uuid}#' | sort | uniq -c | sort -rn | head -n 4 | tr -s ' \n' ' ')"
     return 1
   fi
