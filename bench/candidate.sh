@@ -270,19 +270,20 @@ CANDIDATE_FAILURE_TRIALS=${CANDIDATE_FAILURE_TRIALS:-3}
 # t0 is CANDIDATE_T0 (EPOCHREALTIME). Returns 1 at the deadline.
 candidate_poll() {
   local deadline=$1 want=$2; shift 2
-  local err=$BENCH_DIR/pair/poll.err status start end attempts=0 durations=""
+  local err=$BENCH_DIR/pair/poll.err status start end attempts=0
+  local -a durations=()
   while :; do
     start=$EPOCHREALTIME
     "$@" >"$BENCH_DIR/pair/poll.out" 2>"$err"; status=$?
     end=$EPOCHREALTIME
     attempts=$((attempts + 1))
-    durations+="$start $end "
+    durations+=("$start" "$end")
     if "$want" "$status" "$err"; then
       python3 -c '
 import statistics, sys
 t0, end, attempts = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
 d = [float(b) - float(a) for a, b in zip(sys.argv[4::2], sys.argv[5::2])]
-print("%.4f %s %.1f" % (end - t0, attempts, statistics.median(d) * 1000))' "$CANDIDATE_T0" "$end" "$attempts" $durations
+print("%.4f %s %.1f" % (end - t0, attempts, statistics.median(d) * 1000))' "$CANDIDATE_T0" "$end" "$attempts" "${durations[@]}"
       return 0
     fi
     if python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) - float(sys.argv[2]) > float(sys.argv[3]) else 1)' \
