@@ -11,7 +11,10 @@
 -- (report.lua loads it in every wrk thread). Configured by the environment:
 --   KT_BENCH_KEY_FILE  a ktclient confdir's client.key ("keytrustee-client-key-v1 <base64 sk>")
 --   KT_BENCH_METHOD    GET (default) or POST, DELETE, ...
---   KT_BENCH_PATH      the request target, e.g. /v1/deposits/<uuid> or /v1/deposits?handle=disk1
+--   KT_BENCH_PATH      the request target, e.g. /v1/deposits/<uuid> or /v1/deposits?handle=disk1;
+--                      "{uuid}" in it becomes a uuid drawn at random from KT_BENCH_UUID_FILE
+--   KT_BENCH_UUID_FILE one deposit uuid a line (the scale suite's random reads); every request
+--                      draws one uniformly (math.random, seeded from libsodium in each thread)
 --   KT_BENCH_BODY      the body (POST), where every "{unique}" becomes a string unique to this
 --                      request (thread, random prefix, counter): e.g.
 --                      {"handle":"bench-{unique}","secret":"<base64 of a 100-byte key>"}
@@ -66,6 +69,17 @@ local digest = ffi.new("unsigned char[32]")
 sodium.crypto_generichash(digest, 32, sk + 32, 32, nil, 0)
 local fingerprint = hex(digest, 20):upper()
 
+local uuids = {}
+local uuid_file = os.getenv("KT_BENCH_UUID_FILE")
+if uuid_file ~= nil and uuid_file ~= "" then
+  local list = io.open(uuid_file, "r") or error("kt_signed.lua: cannot read " .. uuid_file)
+  for line in list:lines() do
+    if line ~= "" then uuids[#uuids + 1] = line end
+  end
+  list:close()
+  if #uuids == 0 then error("kt_signed.lua: no uuid in " .. uuid_file) end
+end
+
 local method = os.getenv("KT_BENCH_METHOD") or "GET"
 local path = os.getenv("KT_BENCH_PATH") or error("kt_signed.lua: set KT_BENCH_PATH")
 local body_template = os.getenv("KT_BENCH_BODY")
@@ -88,9 +102,16 @@ function init(args)
   local r = ffi.new("unsigned char[6]")
   sodium.randombytes_buf(r, 6)
   prefix = hex(r, 6)
+  local seed = ffi.new("uint32_t[1]")
+  sodium.randombytes_buf(seed, 4)
+  math.randomseed(tonumber(seed[0]))
 end
 
 function request()
+  local target = path
+  if #uuids > 0 then
+    target = path:gsub("{uuid}", uuids[math.random(#uuids)])
+  end
   local body = nil
   if body_template ~= nil and body_template ~= "" then
     counter = counter + 1
@@ -102,8 +123,14 @@ function request()
   local payload = body or ""
   sodium.crypto_generichash(digest, 32, payload, #payload, nil, 0)
   local host = authority()
-  local to_sign = "keytrustee-request-v2\n" .. method .. "\n" .. host .. "\n" .. path .. "\n" ..
-    timestamp .. "\n" .. nonce_b64 .. "\n" .. hex(digest, 32)
+  local to_sign = "keytrustee-request-v2
+" .. method .. "
+" .. host .. "
+" .. target .. "
+" ..
+    timestamp .. "
+" .. nonce_b64 .. "
+" .. hex(digest, 32)
   sodium.crypto_sign_detached(signature, nil, to_sign, #to_sign, sk)
   local headers = {
     ["Host"] = host,
@@ -113,5 +140,10 @@ function request()
     ["X-KT-Signature"] = base64(signature, 64),
   }
   if body ~= nil then headers["Content-Type"] = "application/json" end
-  return wrk.format(method, path, headers, body)
+  -- wrk.format() ignores wrk.headers (the -H options: "Connection: close" for the handshake rows)
+  -- once it is given a header table, so they are copied in here.
+  for name, value in pairs(wrk.headers) do
+    if name:lower() ~= "host" then headers[name] = value end
+  end
+  return wrk.format(method, target, headers, body)
 end
