@@ -32,7 +32,7 @@
 #include "replication/internal.h"
 
 #define CONNECT_TIMEOUT_MS 2000
-#define DECISION_TIMEOUT_MS 10000
+#define DECISION_TIMEOUT_MS 5000
 #define BASECOPY_BEGIN_TIMEOUT_MS 120000
 #define DIVERGED_PAUSE_MS 5000
 
@@ -307,7 +307,7 @@ static int handshake(receiver *session)
 static void wake_applier(kt_repl *repl)
 {
     (void)pthread_mutex_lock(&repl->mutex);
-    (void)pthread_cond_broadcast(&repl->changed);
+    (void)pthread_cond_signal(&repl->apply_wanted);
     (void)pthread_mutex_unlock(&repl->mutex);
 }
 
@@ -381,6 +381,7 @@ static int handle_tx(receiver *session, const unsigned char *payload, size_t len
         return -1;
     }
     kt_repl_position position = repl_entry_position(entry);
+    repl_failpoint(REPL_FP_PASSIVE_AFTER_SPOOL_SYNC);
     if (send_position(session, REPL_MSG_ACK, &position) != 0) {
         return -1;
     }

@@ -3,7 +3,8 @@
  * session per connection (PostgreSQL's walsender.c plays this part).
  *
  * The listener accepts connections and gives each a session thread, so that a slow or hostile
- * peer never holds up the port. A session authenticates the peer (channel.c) and then serves one
+ * peer never holds up the port. It also compacts the log (at most once a second), off the commit
+ * path. A session authenticates the peer (channel.c) and then serves one
  * of two purposes:
  *   base copy  a full copy for `ktadmin init-slave` (basecopy.c), then the connection ends;
  *   stream     the passive's connection: handshake, then streaming for as long as it lives.
@@ -11,7 +12,9 @@
  * the older one (the old one is presumed dead; the passive only ever has one).
  *
  * The stream session
- *   handshake  receives the passive's POSITION and decides (decide()):
+ *   handshake  receives the passive's POSITION and decides (decide()). First, a transaction left
+ *              pending at this node's last stop is settled: committed if the passive's tip is
+ *              that transaction, cut off otherwise (vfs_capture.c). Then:
  *                - SQLite version differs                       → refuse
  *                - passive epoch newer than ours                 → refuse, and fence this node
  *                - passive has no database or log                → base copy
@@ -63,6 +66,7 @@ struct repl_session {
     uint64_t confirm_sent;
     int64_t last_heard_ms;
     int64_t last_heartbeat_ms;
+    int quiet_allowance_ms;  /* the passive may be busy this much longer with a big transaction */
 };
 
 /* ---- the link ------------------------------------------------------------------------------- */
@@ -170,6 +174,10 @@ static void refuse(repl_msg_decision *decision, const char *format, ...)
 static void decide(kt_repl *repl, const repl_msg_position *passive, repl_msg_decision *decision)
 {
     memset(decision, 0, sizeof *decision);
+    if (passive->epoch <= repl->epoch) { /* a transaction held at the last stop: ask the passive */
+        kt_repl_position none = {0, UINT64_MAX, {0}};
+        (void)repl_capture_settle_pending(repl, passive->has_state ? &passive->tip : &none);
+    }
     (void)pthread_mutex_lock(&repl->mutex);
     decision->epoch = repl->epoch;
     bool fenced = repl->state == REPL_STATE_FENCED;
@@ -385,6 +393,7 @@ static int send_logged(repl_session *session)
     repl_buffer message = {0};
     repl_encode_tx(&message, &tx);
     int result = send_message(session, REPL_MSG_TX, &message);
+    session->quiet_allowance_ms = repl_transfer_allowance_ms(message.length);
     repl_buffer_free(&message);
     repl_entry_free(&tx.entry);
     if (result == 0) {
@@ -414,9 +423,15 @@ static int do_work(repl_session *session, stream_work work, unsigned char *messa
         break;
     case WORK_INFLIGHT:
         /* `message` is an encoded TX: the type byte is the channel's. */
+        if (repl_failpoint_fires(REPL_FP_ACTIVE_MID_SEND)) {
+            (void)repl_channel_send_torn(session->channel, REPL_MSG_TX, message, length,
+                                         session->repl->peer_timeout_ms);
+            repl_failpoint_kill(REPL_FP_ACTIVE_MID_SEND);
+        }
         result = repl_channel_send(session->channel, REPL_MSG_TX, message, length,
                                    session->repl->peer_timeout_ms);
         if (result == 0) {
+            session->quiet_allowance_ms = repl_transfer_allowance_ms(length);
             session->next_send++;
         } else {
             repl_log(&session->repl->logger, KT_REPL_LOG_WARNING, "replication: %s",
@@ -424,6 +439,10 @@ static int do_work(repl_session *session, stream_work work, unsigned char *messa
         }
         break;
     case WORK_CONFIRM:
+        if (repl_failpoint_fires(REPL_FP_ACTIVE_BEFORE_CONFIRM)) {
+            repl_sleep_ms(100); /* lets the committing thread answer its client first */
+            repl_failpoint_kill(REPL_FP_ACTIVE_BEFORE_CONFIRM);
+        }
         result = send_position(session, REPL_MSG_CONFIRM, confirm);
         if (result == 0) {
             session->confirm_sent = confirm->txid;
@@ -461,6 +480,7 @@ static int handle_message(repl_session *session, uint8_t type, const unsigned ch
 {
     kt_repl *repl = session->repl;
     session->last_heard_ms = repl_now_ms();
+    session->quiet_allowance_ms = 0;
     if (type == REPL_MSG_ACK) {
         return handle_ack(session, payload, length);
     }
@@ -564,7 +584,8 @@ static const char *stream(repl_session *session)
         if (wait_and_receive(session, wait_ms > 0 ? wait_ms : 0) != 0) {
             return "the connection to the passive failed";
         }
-        if (repl_now_ms() - session->last_heard_ms > repl->peer_timeout_ms) {
+        if (repl_now_ms() - session->last_heard_ms >
+            repl->peer_timeout_ms + session->quiet_allowance_ms) {
             repl_log(&repl->logger, KT_REPL_LOG_WARNING,
                      "replication: the passive %s has been silent for %d ms; dropping it",
                      session->peer, repl->peer_timeout_ms);
@@ -735,6 +756,7 @@ static void *listener_main(void *argument)
         if (ready > 0 && (polls[0].revents & POLLIN)) {
             accept_one(repl);
         }
+        repl_syncrep_compact(repl); /* here rather than in a commit: see spool.c */
     }
 }
 

@@ -15,6 +15,7 @@
  *   drop-backward   one-way partition: discard target→client bytes only
  *   cut             close every connection now, and refuse new ones (connection reset)
  *   corrupt         flip one bit in the next chunk forwarded client→target, then pass again
+ *   corrupt-backward  the same for the next chunk forwarded target→client
  *
  * Single-threaded around poll(2): the state is the mode and the list of pairs, changed in one
  * place (apply_command). It stops by itself on SIGTERM or when the FIFO's writer sends "quit".
@@ -45,6 +46,7 @@ static struct pair pairs[MAX_PAIRS];
 static int pair_count;
 static enum mode mode = MODE_PASS;
 static bool corrupt_next;
+static bool corrupt_next_backward;
 static volatile sig_atomic_t stopping;
 
 static void on_signal(int signal_number)
@@ -111,6 +113,8 @@ static bool apply_command(const char *command)
         close_all_pairs();
     } else if (strcmp(command, "corrupt") == 0)
         corrupt_next = true;
+    else if (strcmp(command, "corrupt-backward") == 0)
+        corrupt_next_backward = true;
     else if (strcmp(command, "quit") == 0)
         return false;
     else if (command[0] != '\0')
@@ -168,6 +172,10 @@ static bool forward(int from, int to, bool forward_direction)
     if (forward_direction && corrupt_next) {
         buffer[count / 2] ^= 0x10;
         corrupt_next = false;
+    }
+    if (!forward_direction && corrupt_next_backward) {
+        buffer[count / 2] ^= 0x10;
+        corrupt_next_backward = false;
     }
     return write_all(to, buffer, (size_t)count);
 }
