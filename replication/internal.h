@@ -295,6 +295,9 @@ bool repl_spool_position_at(repl_spool *spool, uint64_t txid, kt_repl_position *
  * the passive's spool have their own names. */
 void repl_spool_set_failpoints(repl_spool *spool, repl_failpoint_id torn,
                                repl_failpoint_id before_sync);
+/* Writes zeros so that at least `ahead` bytes past the last record are ready to be written over
+ * (see spool.c: appends over zeros sync faster than appends that grow the file). */
+void repl_spool_preallocate_ahead(repl_spool *spool, uint64_t ahead);
 /* Appends an entry that must follow the tip; `sync` fdatasyncs before returning. */
 int repl_spool_append(repl_spool *spool, const repl_entry *entry, bool sync);
 /* Records that the active committed everything up to `txid` (which must be spooled with `hash`);
@@ -393,6 +396,8 @@ int repl_decode_basecopy_begin(const unsigned char *data, size_t length,
 enum repl_purpose { REPL_PURPOSE_STREAM = 1, REPL_PURPOSE_BASECOPY = 2 };
 
 #define REPL_MAX_MESSAGE_BYTES (512u * 1024u * 1024u)
+/* The most page data one transaction may change: its TX message must fit in the above. */
+#define REPL_MAX_TRANSACTION_BYTES (REPL_MAX_MESSAGE_BYTES - 4096u)
 
 /* Deadlines grow with what has to travel: a transaction of hundreds of megabytes (a migration
  * that rewrites a table, VACUUM) needs longer than a heartbeat's silence to be sent, written and

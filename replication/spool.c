@@ -51,7 +51,7 @@ enum { RECORD_HEADER = 1, RECORD_ENTRY = 2, RECORD_CONFIRM = 3, RECORD_APPLIED =
 #define RECORD_PREFIX_BYTES 12u
 #define SPOOL_MAGIC "KTREPLOG"
 #define SPOOL_VERSION 1u
-#define PREALLOCATE_BYTES (1u << 20)
+#define PREALLOCATE_BYTES (128u << 10)
 
 typedef struct spool_item {
     uint64_t txid;
@@ -533,21 +533,23 @@ uint64_t repl_spool_retention_point(repl_spool *spool, uint64_t retain_bytes)
 
 /* ---- changes -------------------------------------------------------------------------------- */
 
-/* Makes the file reach at least `needed` bytes, zero-filled a megabyte at a time ahead of the
- * records. Why: an append that extends a file makes its fdatasync commit the file system's
- * journal too (the new length), which costs as much again as the data (ext4 here: ~170 us
- * against ~85 us); a record written over zeros already on disk needs only its own blocks. The
- * zeros read as the end of the log (see tail_is_zero). Best effort: when the zeros cannot be
- * written the record is simply appended. Holds spool->lock. */
-static void preallocate(repl_spool *spool, uint64_t needed)
+/* Makes the file reach at least `needed` bytes, zero-filled ahead of the records. Why: an append
+ * that extends a file makes its fdatasync write the file's new length too, which costs as much
+ * again as the data (here ~170 us against ~85 us); a record written over zeros already on disk
+ * needs only its own blocks. The zeros read as the end of the log (see tail_is_zero). Only
+ * appends that are synced at once need it (the passive's spool, an asynchronous active's log);
+ * the receiver writes the zeros ahead between two transactions (repl_spool_preallocate_ahead),
+ * so that an append seldom pays for them. Best effort: when the zeros cannot be written the
+ * record is simply appended. Holds spool->lock. */
+static void preallocate(repl_spool *spool, uint64_t needed, bool wait_written)
 {
     static const unsigned char zeros[65536];
     if (needed <= spool->allocated) {
         return;
     }
+    uint64_t start = spool->allocated > spool->size ? spool->allocated : spool->size;
     uint64_t target = (needed / PREALLOCATE_BYTES + 1) * PREALLOCATE_BYTES;
-    uint64_t offset = spool->allocated > spool->size ? spool->allocated : spool->size;
-    while (offset < target) {
+    for (uint64_t offset = start; offset < target;) {
         size_t length = target - offset < sizeof zeros ? (size_t)(target - offset) : sizeof zeros;
         if (repl_pwrite_all(spool->fd, zeros, length, offset) != 0) {
             (void)!ftruncate(spool->fd, (off_t)spool->allocated);
@@ -555,7 +557,20 @@ static void preallocate(repl_spool *spool, uint64_t needed)
         }
         offset += length;
     }
+    if (wait_written) { /* on the device, so that the next append's fdatasync has less to do */
+        (void)sync_file_range(spool->fd, (off64_t)start, (off64_t)(target - start),
+                              SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+    }
     spool->allocated = target;
+}
+
+void repl_spool_preallocate_ahead(repl_spool *spool, uint64_t ahead)
+{
+    (void)pthread_mutex_lock(&spool->lock);
+    if (spool->allocated < spool->size + ahead) {
+        preallocate(spool, spool->size + ahead, true);
+    }
+    (void)pthread_mutex_unlock(&spool->lock);
 }
 
 void repl_spool_set_failpoints(repl_spool *spool, repl_failpoint_id torn,
@@ -574,7 +589,9 @@ static int append_bytes(repl_spool *spool, const repl_buffer *buffer, bool sync,
         errno = ENOMEM;
         return -1;
     }
-    preallocate(spool, spool->size + buffer->length);
+    if (sync) {
+        preallocate(spool, spool->size + buffer->length, false);
+    }
     int written = repl_pwrite_all(spool->fd, buffer->data, buffer->length, spool->size);
     if (written == 0 && sync) {
         repl_failpoint(before_sync);

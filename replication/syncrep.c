@@ -43,7 +43,6 @@
 #include "replication/internal.h"
 
 #define COMPACTION_MARGIN_ENTRIES 256u
-#define REPL_TX_OVERHEAD_BYTES 4096u /* a TX message's own fields, generously */
 
 static void inflight_clear(repl_inflight *inflight)
 {
@@ -281,13 +280,6 @@ static kt_store_status ship_and_sync(kt_repl *repl, const repl_entry *entry,
                                      const struct timespec *deadline, int *rc)
 {
     repl_failpoint(REPL_FP_ACTIVE_BEFORE_SHIP);
-    if (entry->frames_length + REPL_TX_OVERHEAD_BYTES > REPL_MAX_MESSAGE_BYTES) {
-        repl_log(&repl->logger, KT_REPL_LOG_WARNING,
-                 "replication: write refused: its transaction changes %zu bytes of pages, more "
-                 "than the %u a transaction may (split it into several)",
-                 entry->frames_length, REPL_MAX_MESSAGE_BYTES - REPL_TX_OVERHEAD_BYTES);
-        return KT_STORE_REFUSED;
-    }
     if (synchronous && !io->held) {
         repl_log(&repl->logger, KT_REPL_LOG_WARNING,
                  "replication: write refused: synchronous replication was turned on during it");

@@ -84,6 +84,7 @@ typedef struct capture_file {
 } capture_file;
 
 #define CAPTURE_FILE_BYTES ((sizeof(capture_file) + 15) & ~(size_t)15)
+#define WAL_KEPT_BYTES (64 << 20)
 
 static sqlite3_file *real_file(sqlite3_file *file) { return ((capture_file *)file)->real; }
 
@@ -242,6 +243,10 @@ static int capture_wal_sync(capture_file *file, int flags)
     repl_wal_scan_result found;
     repl_frames_reset(&capture->frames);
     if (repl_wal_scan_holding(read_through, real, &start, &capture->frames, false, &found) != 0) {
+        repl_log(&capture->repl->logger, KT_REPL_LOG_WARNING, "replication: write refused: %s",
+                 errno == EFBIG ? "its transaction changes more than 512 MiB of pages (split it)"
+                                : "its frames cannot be read back from the -wal");
+        repl_frames_free(&capture->frames); /* do not keep the memory of a huge transaction */
         return refuse_commit(file, &start);
     }
     if (found.commits == 0) {
@@ -359,10 +364,12 @@ static int capture_write(sqlite3_file *file, const void *buffer, int amount,
 static int capture_truncate(sqlite3_file *file, sqlite3_int64 size)
 {
     capture_file *capture = (capture_file *)file;
-    if (capture->is_wal && capture->capture->ships && size == 0) {
-        return SQLITE_OK;
-    }
     sqlite3_file *real = real_file(file);
+    sqlite3_int64 current = 0;
+    if (capture->is_wal && capture->capture->ships && size == 0 &&
+        real->pMethods->xFileSize(real, &current) == SQLITE_OK && current <= WAL_KEPT_BYTES) {
+        return SQLITE_OK; /* a -wal grown by a huge transaction is truncated all the same */
+    }
     return real->pMethods->xTruncate(real, size);
 }
 

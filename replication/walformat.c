@@ -24,6 +24,7 @@
  *     (apply.c), so the two nodes' -wal files never need to agree byte for byte.
  *   - Startup compares the log with the -wal (vfs_capture.c) with the same scan.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,6 +41,10 @@ static bool page_size_valid(uint32_t page_size)
 int repl_frames_add(repl_frames *frames, uint32_t page_number, const unsigned char *page)
 {
     size_t record = 4 + (size_t)frames->page_size;
+    if (frames->length + record > REPL_MAX_TRANSACTION_BYTES) {
+        errno = EFBIG; /* could not travel in one message */
+        return -1;
+    }
     if (frames->length + record > frames->capacity) {
         size_t capacity = frames->capacity ? frames->capacity * 2 : record * 16;
         while (capacity < frames->length + record) {

@@ -35,6 +35,7 @@
 #define DECISION_TIMEOUT_MS 5000
 #define BASECOPY_BEGIN_TIMEOUT_MS 120000
 #define DIVERGED_PAUSE_MS 5000
+#define SPOOL_AHEAD_BYTES (256u << 10)
 
 typedef struct receiver {
     kt_repl *repl;
@@ -385,6 +386,8 @@ static int handle_tx(receiver *session, const unsigned char *payload, size_t len
     if (send_position(session, REPL_MSG_ACK, &position) != 0) {
         return -1;
     }
+    /* Between this transaction and the next: room for the next ones, off the commit's path. */
+    repl_spool_preallocate_ahead(repl->spool, SPOOL_AHEAD_BYTES);
     if (tx.committed) {
         note_active_tip(session, &position);
         return confirm(session, &position, true);
