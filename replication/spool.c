@@ -77,6 +77,7 @@ struct repl_spool {
     spool_item *items;      /* items[i].txid == base.txid + 1 + i */
     size_t count, capacity;
     uint64_t rewrites;      /* counts cuts and rewrites: a compaction in progress checks it */
+    bool compacting;        /* one compaction at a time: they share the temporary file's name */
     repl_failpoint_id torn_point;        /* an entry's record half written */
     repl_failpoint_id before_sync_point; /* an entry's record written, not synced */
 };
@@ -956,7 +957,9 @@ static void compaction_end(compaction *plan)
 }
 
 /* The lock is held only to plan and to switch files: the bulk of the copy (the retained entries,
- * tens of megabytes) happens without it, so appends, and the commits waiting on them, go on. */
+ * tens of megabytes) happens without it, so appends, and the commits waiting on them, go on.
+ * A compaction asked for while another runs (a listener and a commit path, a role change) does
+ * nothing: the running one drops as much. */
 int repl_spool_compact(repl_spool *spool, uint64_t keep_from)
 {
     compaction plan;
@@ -964,16 +967,22 @@ int repl_spool_compact(repl_spool *spool, uint64_t keep_from)
     plan.source = -1;
     plan.target = -1;
     (void)pthread_mutex_lock(&spool->lock);
-    bool planned = compaction_plan(spool, keep_from, &plan);
+    bool planned = !spool->compacting && compaction_plan(spool, keep_from, &plan);
+    if (planned) {
+        spool->compacting = true;
+    }
     (void)pthread_mutex_unlock(&spool->lock);
     int result = planned ? compaction_copy(spool, &plan) : 0;
+    (void)pthread_mutex_lock(&spool->lock);
     if (planned && result == 0) {
-        (void)pthread_mutex_lock(&spool->lock);
         result = compaction_switch(spool, &plan);
-        (void)pthread_mutex_unlock(&spool->lock);
     }
     int saved = errno;
     compaction_end(&plan);
+    if (planned) {
+        spool->compacting = false;
+    }
+    (void)pthread_mutex_unlock(&spool->lock);
     errno = saved;
     return result;
 }

@@ -9,8 +9,10 @@
  * what the copy shows after SQLite's recovery is what a kill -9 at that moment would leave.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -458,6 +460,98 @@ TEST(spool_append_recover_torn_tail_truncate_compact)
     CHECK_EQ_INT(repl_spool_base(spool).txid, 4);
     CHECK_EQ_INT(repl_spool_confirmed(spool), 5);
     CHECK_EQ_INT(repl_spool_applied(spool).txid, 5);
+    repl_spool_close(spool);
+    scratch_remove(&place);
+}
+
+/* Compactions run beside appends (they copy without the spool's lock) and beside each other:
+ * an appender thread adds entries while two threads compact again and again. Afterwards the
+ * chain is whole from the base to the last append, in memory and after reopening, and every
+ * kept entry reads back. */
+typedef struct spool_race {
+    repl_spool *spool;
+    kt_repl_position tip;
+    int appended, failures;
+    volatile int done;
+} spool_race;
+
+enum { RACE_ENTRIES = 400 };
+
+static void *race_appender(void *argument)
+{
+    spool_race *race = argument;
+    unsigned char frames[4 + 512];
+    kt_random(frames, sizeof frames);
+    repl_put_le32(frames, 1);
+    for (int index = 0; index < RACE_ENTRIES; index++) {
+        repl_entry entry = make_entry(&race->tip, frames, sizeof frames);
+        if (repl_spool_append(race->spool, &entry, false) != 0) {
+            race->failures++;
+            break;
+        }
+        race->tip = repl_entry_position(&entry);
+        race->appended++;
+    }
+    __atomic_store_n(&race->done, 1, __ATOMIC_SEQ_CST);
+    return NULL;
+}
+
+static void *race_compactor(void *argument)
+{
+    spool_race *race = argument;
+    while (!__atomic_load_n(&race->done, __ATOMIC_SEQ_CST)) {
+        uint64_t tip = repl_spool_tip(race->spool).txid;
+        if (tip > 20 && repl_spool_compact(race->spool, tip - 10) != 0 && errno != EAGAIN) {
+            race->failures++;
+        }
+    }
+    return NULL;
+}
+
+TEST(spool_compaction_runs_beside_appends_and_itself)
+{
+    scratch place;
+    scratch_make(&place);
+    char path[160], error[256];
+    (void)snprintf(path, sizeof path, "%s/log", place.dir);
+    repl_logger logger = {quiet_log, NULL};
+    kt_repl_position genesis = {1, 0, {0}};
+    kt_random(genesis.hash, KT_HASH_BYTES);
+    spool_race race = {.tip = genesis};
+    REQUIRE(repl_spool_open(&race.spool, path, &genesis, NULL, &logger, error, sizeof error) == 0);
+    pthread_t appender, compactors[2];
+    REQUIRE(pthread_create(&appender, NULL, race_appender, &race) == 0);
+    REQUIRE(pthread_create(&compactors[0], NULL, race_compactor, &race) == 0);
+    REQUIRE(pthread_create(&compactors[1], NULL, race_compactor, &race) == 0);
+    (void)pthread_join(appender, NULL);
+    (void)pthread_join(compactors[0], NULL);
+    (void)pthread_join(compactors[1], NULL);
+    CHECK_EQ_INT(race.failures, 0);
+    CHECK_EQ_INT(race.appended, RACE_ENTRIES);
+    uint64_t base = repl_spool_base(race.spool).txid;
+    CHECK(base > 0); /* something was compacted away */
+    kt_repl_position tip = repl_spool_tip(race.spool);
+    CHECK(repl_position_same(&tip, &race.tip));
+    repl_spool_close(race.spool);
+    repl_spool *spool = NULL;
+    REQUIRE(repl_spool_open(&spool, path, NULL, NULL, &logger, error, sizeof error) == 0);
+    tip = repl_spool_tip(spool);
+    CHECK(repl_position_same(&tip, &race.tip));
+    CHECK_EQ_INT(repl_spool_base(spool).txid, base);
+    int unreadable = 0;
+    for (uint64_t txid = base + 1; txid <= tip.txid; txid++) {
+        repl_entry entry;
+        if (repl_spool_read(spool, txid, &entry) != 0) {
+            unreadable++;
+            continue;
+        }
+        repl_entry_free(&entry);
+    }
+    CHECK_EQ_INT(unreadable, 0);
+    struct stat status;
+    char temporary[200];
+    (void)snprintf(temporary, sizeof temporary, "%s.compact", path);
+    CHECK(stat(temporary, &status) != 0); /* no compaction's file left behind */
     repl_spool_close(spool);
     scratch_remove(&place);
 }
