@@ -30,7 +30,9 @@
  *              acknowledgements in between. State catchup becomes in_sync once the passive has
  *              acknowledged our tip.
  *   ending     on a send or receive failure, a message that fails to decode, a NACK, a peer
- *              silent for peer_timeout (SIGSTOP, cable), a reset requested by the commit path, or
+ *              silent for peer_timeout (SIGSTOP, cable; plus the transfer allowance of a TX sent
+ *              and not yet answered, so that a big transaction is not taken for a dead peer),
+ *              a reset requested by the commit path, or
  *              replacement. The in-flight commit is told the link was lost.
  * Locking: sessions read and change kt_repl's fields under repl->mutex; every socket operation
  * happens without it.
@@ -66,7 +68,11 @@ struct repl_session {
     uint64_t confirm_sent;
     int64_t last_heard_ms;
     int64_t last_heartbeat_ms;
-    int quiet_allowance_ms;  /* the passive may be busy this much longer with a big transaction */
+    int quiet_allowance_ms;  /* the passive may be busy this much longer with a big transaction:
+                                set when a TX has been sent, counted from then (quiet_since_ms),
+                                cleared by its ACK or NACK only (a HEARTBEAT the passive sent
+                                before reading the TX says nothing about how long it takes) */
+    int64_t quiet_since_ms;
 };
 
 /* ---- the link ------------------------------------------------------------------------------- */
@@ -379,6 +385,19 @@ static stream_work pick_work(repl_session *session, unsigned char **message, siz
     return WORK_NONE;
 }
 
+/* A TX of `length` bytes was just sent: the passive may now be silent while it reads, writes and
+ * fsyncs it. Allowances of TX messages sent back to back add up. */
+static void allow_quiet(repl_session *session, size_t length)
+{
+    int64_t now = repl_now_ms();
+    int64_t left = session->quiet_allowance_ms > 0
+                       ? session->quiet_since_ms + session->quiet_allowance_ms - now
+                       : 0;
+    int64_t allowance = (left > 0 ? left : 0) + repl_transfer_allowance_ms(length);
+    session->quiet_allowance_ms = allowance > 3600000 ? 3600000 : (int)allowance;
+    session->quiet_since_ms = now;
+}
+
 static int send_logged(repl_session *session)
 {
     kt_repl *repl = session->repl;
@@ -393,7 +412,7 @@ static int send_logged(repl_session *session)
     repl_buffer message = {0};
     repl_encode_tx(&message, &tx);
     int result = send_message(session, REPL_MSG_TX, &message);
-    session->quiet_allowance_ms = repl_transfer_allowance_ms(message.length);
+    allow_quiet(session, message.length);
     repl_buffer_free(&message);
     repl_entry_free(&tx.entry);
     if (result == 0) {
@@ -431,7 +450,7 @@ static int do_work(repl_session *session, stream_work work, unsigned char *messa
         result = repl_channel_send(session->channel, REPL_MSG_TX, message, length,
                                    session->repl->peer_timeout_ms);
         if (result == 0) {
-            session->quiet_allowance_ms = repl_transfer_allowance_ms(length);
+            allow_quiet(session, length);
             session->next_send++;
         } else {
             repl_log(&session->repl->logger, KT_REPL_LOG_WARNING, "replication: %s",
@@ -480,7 +499,9 @@ static int handle_message(repl_session *session, uint8_t type, const unsigned ch
 {
     kt_repl *repl = session->repl;
     session->last_heard_ms = repl_now_ms();
-    session->quiet_allowance_ms = 0;
+    if (type == REPL_MSG_ACK || type == REPL_MSG_NACK) {
+        session->quiet_allowance_ms = 0;
+    }
     if (type == REPL_MSG_ACK) {
         return handle_ack(session, payload, length);
     }
@@ -560,6 +581,19 @@ static int heartbeat_if_due(repl_session *session)
     return send_position(session, REPL_MSG_HEARTBEAT, &tip);
 }
 
+/* Silent for longer than peer_timeout, or, while a TX waits for its answer, than peer_timeout
+ * after the allowance for that TX ran out. */
+static bool passive_silent(const repl_session *session)
+{
+    int64_t now = repl_now_ms();
+    int timeout = session->repl->peer_timeout_ms;
+    if (now - session->last_heard_ms <= timeout) {
+        return false;
+    }
+    return session->quiet_allowance_ms == 0 ||
+           now - session->quiet_since_ms > timeout + session->quiet_allowance_ms;
+}
+
 static const char *stream(repl_session *session)
 {
     kt_repl *repl = session->repl;
@@ -584,8 +618,7 @@ static const char *stream(repl_session *session)
         if (wait_and_receive(session, wait_ms > 0 ? wait_ms : 0) != 0) {
             return "the connection to the passive failed";
         }
-        if (repl_now_ms() - session->last_heard_ms >
-            repl->peer_timeout_ms + session->quiet_allowance_ms) {
+        if (passive_silent(session)) {
             repl_log(&repl->logger, KT_REPL_LOG_WARNING,
                      "replication: the passive %s has been silent for %d ms; dropping it",
                      session->peer, repl->peer_timeout_ms);
