@@ -22,7 +22,7 @@
  *                fdatasynced, so it can lag the database and never lead it (apply.c).
  *     A CONFIRM or APPLIED about an entry before the base (left behind by a compaction) is
  *     ignored.
- * The file is longer than its records: appends write over zeros written ahead, a megabyte at a
+ * The file is longer than its records: appends write over zeros written ahead, 128 KiB at a
  * time (preallocate says why), and a run of zeros after the last record is free space.
  * Invariants
  *   - Entries form one chain from the base: opening checks every link and every hash.

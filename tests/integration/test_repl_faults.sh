@@ -361,7 +361,7 @@ disk_full_part() {
   wait_for 100 fsynced
   check "disk full: a write before the disk fills is acknowledged" test "$(fctl a put full-0 v)" = ok
   dd if=/dev/zero of="$dir/p/filler" bs=64k >/dev/null 2>&1
-  # The spool writes zeros ahead (a megabyte at a time): a small write may still land there,
+  # The spool writes zeros ahead (up to 256 KiB): a small write may still land there,
   # durably; a transaction larger than that space cannot.
   local answer; answer=$(fctl a big full-1 1000)
   check "disk full: a 2 MB write the passive has no room for is not acknowledged ($answer)" \
@@ -410,6 +410,9 @@ db_pair_setup() {
   on_node a "$KT_BIN/ktadmin" db --bootstrap --port "$REPL_PORT" --pg-rootdir "$A_HOME/db" \
     --slave keytrustee02 >"$W/bootstrap_a.out" 2>&1 || return 1
   pair_start_db a || return 1
+  # The admin socket comes before the replication port: wait for the port, as an operator
+  # would see `ktadmin status` say the active listens.
+  kt_wait_port "$A_ADDRESS" "$REPL_PORT" || return 1
   on_node b "$KT_BIN/ktadmin" init-slave --master "$A_ADDRESS" --pg-port "$REPL_PORT" \
     --pg-rootdir "$B_HOME/db" --no-import-key --no-start >"$W/init_slave_b.out" 2>&1 || return 1
   pair_start_db b || return 1
