@@ -70,8 +70,9 @@ struct repl_session {
     int64_t last_heartbeat_ms;
     int quiet_allowance_ms;  /* the passive may be busy this much longer with a big transaction:
                                 set when a TX has been sent, counted from then (quiet_since_ms),
-                                cleared by its ACK or NACK only (a HEARTBEAT the passive sent
-                                before reading the TX says nothing about how long it takes) */
+                                cleared by the ACK of the last TX sent or a NACK only (a HEARTBEAT
+                                the passive sent before reading the TX says nothing about how
+                                long it takes) */
     int64_t quiet_since_ms;
 };
 
@@ -483,6 +484,9 @@ static int handle_ack(repl_session *session, const unsigned char *payload, size_
                  "replication: %s acknowledged something never sent", session->peer);
         return -1;
     }
+    if (ack.position.txid + 1 >= session->next_send) {
+        session->quiet_allowance_ms = 0; /* every TX sent is answered */
+    }
     (void)pthread_mutex_lock(&repl->mutex);
     if (ack.position.txid >= repl->peer_acked.txid) {
         repl->peer_acked = ack.position;
@@ -499,7 +503,7 @@ static int handle_message(repl_session *session, uint8_t type, const unsigned ch
 {
     kt_repl *repl = session->repl;
     session->last_heard_ms = repl_now_ms();
-    if (type == REPL_MSG_ACK || type == REPL_MSG_NACK) {
+    if (type == REPL_MSG_NACK) {
         session->quiet_allowance_ms = 0;
     }
     if (type == REPL_MSG_ACK) {
