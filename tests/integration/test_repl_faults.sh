@@ -605,7 +605,11 @@ random_trial() {
       case $point in
         active-mid-checkpoint) quiet ctl a checkpoint ;;
         passive-mid-checkpoint) stop_node p ;;
-      esac ;;
+      esac
+      # Not reached (COUNT beyond this trial's hits): the node is still armed and would die at
+      # some later moment nobody restarts it from. Stop it (the stop may reach the point too);
+      # revive below starts it unarmed.
+      kt_alive "$(node_name "$node")" && stop_node "$node" ;;
     kill)
       start_writer "r$number" 20 "$answers" 4
       sleep "0.$((RANDOM % 5))"
