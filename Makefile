@@ -147,7 +147,7 @@ stop:
 
 check-long: deps
 	$(MAKE) SAN=1 all tests
-	$(MAKE) all # tests/integration/test_valgrind.sh runs the normal build under valgrind
+	$(MAKE) all tests # test_valgrind.sh runs the normal build under valgrind; test_repl_faults.sh its repl_node as a client
 	KT_LONG=1 tests/run.sh
 	$(MAKE) fuzz-long FUZZ_JOBS=2 # issue 7: every fuzz target for FUZZ_LONG_SECONDS (>= 10 min)
 

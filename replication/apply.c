@@ -24,9 +24,18 @@
  * (after the -wal's fdatasync, so it never leads the database), so after a crash at most one batch
  * is applied again, and the first batch after a restart always covers it (batches only grow).
  *
+ * Batches: a batch is one commit, so only the newest image of each page is written (a page every
+ * transaction touches goes in once per batch, not once per transaction). The applier waits
+ * APPLY_INTERVAL_MS after an apply before the next, so that confirmations gather: fewer, larger
+ * batches, fewer fsyncs of the passive's -wal and fewer index rebuilds competing with the spool's
+ * fsync, which a synchronous commit waits on. A lone transaction is applied at once.
+ *
  * Checkpoints: the passive checkpoints its own -wal (TRUNCATE) when it holds more than
  * REPL_APPLY_MAX_WAL_FRAMES frames, so that index rebuilds stay cheap (about 1.5 ms per 1,000
  * frames). Nothing to coordinate with the active: each node's -wal is its own.
+ *
+ * The same lock-and-invalidate is how the active releases or cuts a pending transaction in its
+ * own -wal while its writer's connection is open (repl_apply_change_wal, vfs_capture.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -45,6 +54,7 @@
 #define MAX_BATCH_ENTRIES 256u
 #define MAX_BATCH_BYTES (64u << 20)
 #define REPL_APPLY_MAX_WAL_FRAMES 1000u
+#define APPLY_INTERVAL_MS 50
 #define PENDING_BYTE_OFFSET 0x40000000u
 
 struct repl_apply {
@@ -96,8 +106,11 @@ static int query_text(sqlite3 *db, const char *sql, char *out, size_t out_size)
 static int open_connection(repl_apply *apply, char *error, size_t error_size)
 {
     char value[32];
+    const char *vfs = repl_failpoint_is(REPL_FP_PASSIVE_MID_CHECKPOINT)
+                          ? repl_capture_observer_vfs_name()
+                          : NULL;
     int rc = sqlite3_open_v2(apply->database_path, &apply->db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, vfs);
     if (rc == SQLITE_OK) {
         rc = sqlite3_busy_timeout(apply->db, 2000);
     }
@@ -316,6 +329,26 @@ static void appender_end(wal_appender *appender)
     repl_buffer_free(&appender->out);
 }
 
+/* Writes what is left of the batch, the commit frame last, and makes it durable. The failpoint
+ * in the middle of an apply writes half of it first. */
+static int write_durably(wal_appender *appender, uint32_t db_size)
+{
+    if (emit(appender, appender->pending_page, appender->pending, db_size) != 0) {
+        return -1;
+    }
+    if (repl_failpoint_fires(REPL_FP_PASSIVE_MID_APPLY)) {
+        (void)repl_pwrite_all(appender->fd, appender->out.data, appender->out.length / 2,
+                              appender->out_offset);
+        repl_failpoint_kill(REPL_FP_PASSIVE_MID_APPLY);
+    }
+    if (flush(appender) != 0 || ftruncate(appender->fd, (off_t)appender->cursor.offset) != 0 ||
+        fdatasync(appender->fd) != 0) {
+        return -1;
+    }
+    repl_failpoint(REPL_FP_PASSIVE_AFTER_APPLY_SYNC);
+    return 0;
+}
+
 /* Writes the commit frame, makes it durable and visible. */
 static int appender_commit(wal_appender *appender, uint32_t db_size, char *error,
                            size_t error_size)
@@ -324,9 +357,7 @@ static int appender_commit(wal_appender *appender, uint32_t db_size, char *error
     int result = -1;
     if (!appender->has_pending) {
         repl_error(error, error_size, "nothing to apply");
-    } else if (emit(appender, appender->pending_page, appender->pending, db_size) != 0 ||
-               flush(appender) != 0 || ftruncate(appender->fd, (off_t)appender->cursor.offset) != 0 ||
-               fdatasync(appender->fd) != 0) {
+    } else if (write_durably(appender, db_size) != 0) {
         repl_error(error, error_size, "cannot write %s: %m", apply->wal_path);
     } else if (invalidate_index(apply) != 0) {
         repl_error(error, error_size, "cannot reach the wal-index of %s", apply->database_path);
@@ -351,7 +382,99 @@ static void appender_abort(wal_appender *appender)
     appender_end(appender);
 }
 
+/* ---- a change to the active's -wal ---------------------------------------------------------- */
+
+int repl_apply_change_wal(const char *database_path, const repl_logger *logger,
+                          repl_wal_change change, void *context, char *error, size_t error_size)
+{
+    repl_apply *apply = NULL;
+    if (repl_apply_open(&apply, database_path, logger, error, error_size) != 0) {
+        return -1;
+    }
+    int result = -1;
+    if (lock_writer(apply) != 0) {
+        repl_error(error, error_size, "cannot take the WAL write lock of %s", database_path);
+    } else {
+        int fd = open(apply->wal_path, O_RDWR | O_CLOEXEC);
+        if (fd < 0 || change(fd, context) != 0) {
+            repl_error(error, error_size, "cannot change %s: %m", apply->wal_path);
+        } else if (invalidate_index(apply) != 0) {
+            repl_error(error, error_size, "cannot reach the wal-index of %s", database_path);
+        } else {
+            result = 0;
+        }
+        if (fd >= 0) {
+            (void)close(fd);
+        }
+        unlock_writer(apply);
+    }
+    if (result == 0) {
+        (void)run_read(apply);
+    }
+    repl_apply_close(apply);
+    return result;
+}
+
 /* ---- what gets applied ---------------------------------------------------------------------- */
+
+/* One page image of a batch, and where it came from (the later, the newer). */
+typedef struct batch_page {
+    uint32_t number;
+    uint64_t sequence;
+    const unsigned char *image;
+} batch_page;
+
+/* By page number, the newest image first. */
+static int compare_batch_pages(const void *left, const void *right)
+{
+    const batch_page *a = left, *b = right;
+    if (a->number != b->number) {
+        return a->number < b->number ? -1 : 1;
+    }
+    return a->sequence > b->sequence ? -1 : a->sequence < b->sequence;
+}
+
+/* Every page image of the batch, sorted so that the newest image of each page comes first. */
+static batch_page *collect_pages(const repl_entry *entries, size_t count, size_t *total)
+{
+    *total = 0;
+    for (size_t index = 0; index < count; index++) {
+        *total += entries[index].frame_count;
+    }
+    batch_page *pages = malloc((*total ? *total : 1) * sizeof *pages);
+    if (pages == NULL) {
+        return NULL;
+    }
+    size_t at = 0;
+    for (size_t index = 0; index < count; index++) {
+        size_t record = 4 + (size_t)entries[index].page_size;
+        for (uint32_t frame = 0; frame < entries[index].frame_count; frame++) {
+            const unsigned char *raw = entries[index].frames + frame * record;
+            pages[at] = (batch_page){repl_get_le32(raw), at, raw + 4};
+            at++;
+        }
+    }
+    qsort(pages, *total, sizeof *pages, compare_batch_pages);
+    return pages;
+}
+
+/* The batch becomes one commit, so only the newest image of each page is written: a page that
+ * every transaction touches (a table's last leaf, say) goes in once rather than once per
+ * transaction, which divides what an apply writes and syncs, and what readers then index, by
+ * the size of the batch. Pages past the batch's final database size are left out (SQLite's
+ * checkpoint would skip them). */
+static int add_newest_pages(wal_appender *appender, const batch_page *pages, size_t total,
+                            uint32_t db_size)
+{
+    for (size_t at = 0; at < total; at++) {
+        bool older = at > 0 && pages[at].number == pages[at - 1].number;
+        if (!older && pages[at].number <= db_size &&
+            appender_add(appender, pages[at].number, pages[at].image) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
 
 int repl_apply_entries(repl_apply *apply, const repl_entry *entries, size_t count, char *error,
                        size_t error_size)
@@ -364,24 +487,23 @@ int repl_apply_entries(repl_apply *apply, const repl_entry *entries, size_t coun
             return -1;
         }
     }
+    size_t total = 0;
+    batch_page *pages = count > 0 ? collect_pages(entries, count, &total) : NULL;
     wal_appender appender;
-    if (count == 0 || appender_begin(&appender, apply) != 0) {
+    if (pages == NULL || appender_begin(&appender, apply) != 0) {
+        free(pages);
         repl_error(error, error_size, "cannot start appending to %s: %m", apply->wal_path);
         return -1;
     }
-    for (size_t index = 0; index < count; index++) {
-        const repl_entry *entry = &entries[index];
-        size_t record = 4 + (size_t)entry->page_size;
-        for (uint32_t frame = 0; frame < entry->frame_count; frame++) {
-            const unsigned char *at = entry->frames + frame * record;
-            if (appender_add(&appender, repl_get_le32(at), at + 4) != 0) {
-                repl_error(error, error_size, "cannot write %s: %m", apply->wal_path);
-                appender_abort(&appender);
-                return -1;
-            }
-        }
+    uint32_t db_size = entries[count - 1].db_size;
+    int added = add_newest_pages(&appender, pages, total, db_size);
+    free(pages);
+    if (added != 0) {
+        repl_error(error, error_size, "cannot write %s: %m", apply->wal_path);
+        appender_abort(&appender);
+        return -1;
     }
-    return appender_commit(&appender, entries[count - 1].db_size, error, error_size);
+    return appender_commit(&appender, db_size, error, error_size);
 }
 
 static uint32_t image_page_size(const unsigned char *header)
@@ -518,16 +640,15 @@ static int read_batch(kt_repl *repl, const kt_repl_position *applied, uint64_t l
     return 0;
 }
 
+/* The passive keeps only what it has not applied yet: nothing asks it for older entries (the
+ * active streams from the passive's tip or its confirmed position, never below what it
+ * applied), and a compaction then copies almost nothing. */
 static void compact_spool(kt_repl *repl, uint64_t applied)
 {
-    if (repl_spool_bytes(repl->spool) <= 2 * repl->retain_bytes) {
+    if (repl_spool_bytes(repl->spool) <= repl->retain_bytes) {
         return;
     }
-    uint64_t keep_from = repl_spool_retention_point(repl->spool, repl->retain_bytes);
-    if (keep_from > applied + 1) {
-        keep_from = applied + 1;
-    }
-    if (repl_spool_compact(repl->spool, keep_from) != 0) {
+    if (repl_spool_compact(repl->spool, applied + 1) != 0) {
         repl_log(&repl->logger, KT_REPL_LOG_WARNING, "replication: compacting the spool failed: %m");
     }
 }
@@ -588,6 +709,18 @@ int repl_applier_catch_up(kt_repl *repl)
     return result;
 }
 
+/* Waits `milliseconds` unless replication stops first (confirmations do not wake it: on the
+ * passive only the applier itself and a stop broadcast `changed`). */
+static void rest(kt_repl *repl, int milliseconds)
+{
+    struct timespec pause;
+    repl_deadline(&pause, milliseconds);
+    (void)pthread_mutex_lock(&repl->mutex);
+    while (!repl->stopping && repl_wait_until(&repl->changed, &repl->mutex, &pause)) {
+    }
+    (void)pthread_mutex_unlock(&repl->mutex);
+}
+
 static void *applier_main(void *argument)
 {
     kt_repl *repl = argument;
@@ -596,21 +729,16 @@ static void *applier_main(void *argument)
         repl_deadline(&deadline, 1000);
         (void)pthread_mutex_lock(&repl->mutex);
         while (!repl->stopping && repl_spool_confirmed(repl->spool) <= repl->applied.txid &&
-               repl_wait_until(&repl->changed, &repl->mutex, &deadline)) {
+               repl_wait_until(&repl->apply_wanted, &repl->mutex, &deadline)) {
         }
         bool stop = repl->stopping;
         (void)pthread_mutex_unlock(&repl->mutex);
         if (stop) {
             return NULL;
         }
-        if (repl_applier_catch_up(repl) != 0) {
-            struct timespec pause;
-            repl_deadline(&pause, 1000); /* do not spin on a persistent failure */
-            (void)pthread_mutex_lock(&repl->mutex);
-            while (!repl->stopping && repl_wait_until(&repl->changed, &repl->mutex, &pause)) {
-            }
-            (void)pthread_mutex_unlock(&repl->mutex);
-        }
+        /* After a failure, do not spin; after an apply, let confirmations gather so that the
+         * next apply (and the index rebuild every reader then does) serves many at once. */
+        rest(repl, repl_applier_catch_up(repl) != 0 ? 1000 : APPLY_INTERVAL_MS);
     }
 }
 
@@ -629,6 +757,7 @@ void repl_applier_stop(kt_repl *repl)
     (void)pthread_mutex_lock(&repl->mutex);
     repl->stopping = true;
     (void)pthread_cond_broadcast(&repl->changed);
+    (void)pthread_cond_broadcast(&repl->apply_wanted);
     (void)pthread_mutex_unlock(&repl->mutex);
     if (repl->applier_started) {
         (void)pthread_join(repl->applier, NULL);

@@ -519,6 +519,120 @@ int kt_repl_base_copy(const kt_repl_config *config, char *error, size_t error_si
 
 /* ---- the content checksum ------------------------------------------------------------------- */
 
+/* ---- the content checksum ---------------------------------------------------------------- */
+
+/* Where the newest committed image of each page is: `wal_offsets[n]` is the offset of page n's
+ * data in the -wal, 0 when it is in the database file. */
+typedef struct content_map {
+    uint64_t *wal_offsets;
+    uint32_t pages;       /* database size after the last commit in the -wal (0: none) */
+    uint32_t capacity;
+} content_map;
+
+static int map_page(content_map *map, uint32_t number, uint64_t offset)
+{
+    if (number >= map->capacity) {
+        uint32_t capacity = number + 1 > 2 * map->capacity ? number + 1 : 2 * map->capacity;
+        uint64_t *grown = realloc(map->wal_offsets, (size_t)capacity * sizeof *grown);
+        if (grown == NULL) {
+            return -1;
+        }
+        memset(grown + map->capacity, 0, (size_t)(capacity - map->capacity) * sizeof *grown);
+        map->wal_offsets = grown;
+        map->capacity = capacity;
+    }
+    map->wal_offsets[number] = offset;
+    return 0;
+}
+
+/* Walks the -wal's committed transactions one at a time (frames are contiguous from the start of
+ * each transaction, so the k-th frame's place is known). */
+static int map_wal(int fd, uint32_t page_size, content_map *map)
+{
+    repl_wal_cursor cursor;
+    if (fd < 0) {
+        return 0;
+    }
+    if (repl_wal_read_header(repl_wal_read_fd, &fd, &cursor) != 0) {
+        return -1;
+    }
+    if (!cursor.valid || cursor.page_size != page_size) {
+        return 0;
+    }
+    uint64_t frame_bytes = REPL_WAL_FRAME_HEADER_BYTES + (uint64_t)page_size;
+    repl_frames frames = {0};
+    int result = 0;
+    for (;;) {
+        repl_wal_scan_result found;
+        repl_frames_reset(&frames);
+        result = repl_wal_scan(repl_wal_read_fd, &fd, &cursor, &frames, &found.end, &found.commits);
+        if (result != 0 || found.commits == 0) {
+            break;
+        }
+        for (uint32_t index = 0; index < frames.count && result == 0; index++) {
+            uint64_t data = cursor.offset + index * frame_bytes + REPL_WAL_FRAME_HEADER_BYTES;
+            result = map_page(map, repl_frame_page_number(&frames, index), data);
+        }
+        map->pages = frames.db_size;
+        cursor = found.end;
+    }
+    repl_frames_free(&frames);
+    return result;
+}
+
+static uint32_t header_page_size(const unsigned char *header)
+{
+    uint32_t size = (uint32_t)header[16] << 8 | header[17];
+    return size == 1 ? 65536 : size;
+}
+
+/* The database's size in pages when no -wal commit says otherwise: SQLite's rule (the header's
+ * size when it is valid for this version of the file, else the file's length). */
+static uint32_t file_pages(const unsigned char *header, uint64_t file_size, uint32_t page_size)
+{
+    uint32_t in_header = repl_get_be32(header + 28);
+    bool valid = in_header != 0 && memcmp(header + 24, header + 92, 4) == 0;
+    return valid ? in_header : (uint32_t)(file_size / page_size);
+}
+
+/* Hashes pages 1..pages: from the -wal where it has them, else from the database file (zeros past
+ * its end and for the lock page, which SQLite never writes). */
+static int hash_pages(int database, int wal, const content_map *map, uint32_t page_size,
+                      uint32_t pages, unsigned char hash[KT_HASH_BYTES])
+{
+    unsigned char *page = malloc(page_size);
+    if (page == NULL) {
+        return -1;
+    }
+    uint32_t lock_page = (uint32_t)(0x40000000u / page_size + 1);
+    kt_hash_state state;
+    kt_hash_init(&state);
+    int result = 0;
+    for (uint32_t number = 1; number <= pages && result == 0; number++) {
+        uint64_t in_wal = number < map->capacity ? map->wal_offsets[number] : 0;
+        long got = number == lock_page ? 0
+                   : in_wal != 0      ? repl_pread_full(wal, page, page_size, in_wal)
+                                      : repl_pread_full(database, page, page_size,
+                                                        (uint64_t)(number - 1) * page_size);
+        if (got < 0) {
+            result = -1;
+            break;
+        }
+        memset(page + got, 0, page_size - (size_t)got);
+        if (number == 1) { /* the change counters differ between copies of the same content */
+            memset(page + 24, 0, 4);
+            memset(page + 92, 0, 4);
+        }
+        kt_hash_update(&state, page, page_size);
+    }
+    kt_hash_final(&state, hash);
+    free(page);
+    return result;
+}
+
+/* Reads the content as of the latest commit, page by page (sqlite3_serialize cannot hold a
+ * database past 2 GiB). A read transaction held meanwhile keeps a checkpoint from rewriting the
+ * -wal under the reads. */
 int kt_repl_database_checksum(const char *database_path, char out[KT_REPL_HASH_HEX_CHARS + 1],
                               char *error, size_t error_size)
 {
@@ -530,27 +644,37 @@ int kt_repl_database_checksum(const char *database_path, char out[KT_REPL_HASH_H
     if (rc == SQLITE_OK) {
         rc = sqlite3_exec(db, "BEGIN; SELECT count(*) FROM sqlite_master", NULL, NULL, NULL);
     }
-    sqlite3_int64 size = 0;
-    unsigned char *content = rc == SQLITE_OK ? sqlite3_serialize(db, "main", &size, 0) : NULL;
-    int page_size = 0;
-    if (content != NULL && size >= 100) {
-        page_size = content[16] << 8 | content[17];
-        page_size = page_size == 1 ? 65536 : page_size;
+    char *wal_path = sqlite3_mprintf("%s-wal", database_path);
+    int database = open(database_path, O_RDONLY | O_CLOEXEC);
+    int wal = wal_path ? open(wal_path, O_RDONLY | O_CLOEXEC) : -1;
+    unsigned char header[100];
+    struct stat status;
+    content_map map = {NULL, 0, 0};
+    int result = -1;
+    if (rc == SQLITE_OK && database >= 0 && fstat(database, &status) == 0 &&
+        repl_pread_full(database, header, sizeof header, 0) == (long)sizeof header) {
+        uint32_t page_size = header_page_size(header);
+        uint32_t pages = 0;
+        if (map_wal(wal, page_size, &map) == 0) {
+            pages = map.pages ? map.pages : file_pages(header, (uint64_t)status.st_size, page_size);
+            kt_repl_position digest = {0, 0, {0}};
+            result = hash_pages(database, wal, &map, page_size, pages, digest.hash);
+            kt_repl_position_hex(&digest, out);
+        }
     }
-    if (content == NULL || page_size == 0 || size % page_size != 0) {
+    if (result != 0) {
         repl_error(error, error_size, "cannot read %s: %s", database_path,
-                   db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
-        sqlite3_free(content);
-        (void)sqlite3_close(db);
-        return -1;
+                   rc != SQLITE_OK ? sqlite3_errstr(rc) : strerror(errno));
     }
-    memset(content + 24, 0, 4);
-    memset(content + 92, 0, 4);
-    kt_repl_position digest = {0, 0, {0}};
-    kt_hash(digest.hash, content, (size_t)size);
-    kt_repl_position_hex(&digest, out);
-    sqlite3_free(content);
+    free(map.wal_offsets);
+    sqlite3_free(wal_path);
+    if (database >= 0) {
+        (void)close(database);
+    }
+    if (wal >= 0) {
+        (void)close(wal);
+    }
     (void)sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
     (void)sqlite3_close(db);
-    return 0;
+    return result;
 }

@@ -472,22 +472,20 @@ static void counter_nonce(unsigned char nonce[crypto_aead_chacha20poly1305_ietf_
     repl_put_le64(nonce + 4, counter);
 }
 
-int repl_channel_send(repl_channel *channel, uint8_t type, const void *payload, size_t length,
-                      int timeout_ms)
+/* The encrypted frame of one message (malloc'd), or NULL with the channel failed. */
+static unsigned char *seal_frame(repl_channel *channel, uint8_t type, const void *payload,
+                                 size_t length, size_t *frame_length)
 {
-    if (channel->broken) {
-        return -1;
-    }
     if (length > REPL_MAX_MESSAGE_BYTES) {
         channel_fail(channel, "a message of %zu bytes is too large to send", length);
-        return -1;
+        return NULL;
     }
     size_t plain_length = 1 + length;
-    size_t frame_length = 4 + plain_length + TAG_BYTES;
-    unsigned char *frame = malloc(frame_length);
+    *frame_length = 4 + plain_length + TAG_BYTES;
+    unsigned char *frame = malloc(*frame_length);
     if (frame == NULL) {
         channel_fail(channel, "out of memory sending %zu bytes", length);
-        return -1;
+        return NULL;
     }
     repl_put_le32(frame, (uint32_t)(plain_length + TAG_BYTES));
     frame[4] = type;
@@ -500,12 +498,40 @@ int repl_channel_send(repl_channel *channel, uint8_t type, const void *payload, 
     (void)crypto_aead_chacha20poly1305_ietf_encrypt(frame + 4, &sealed, frame + 4, plain_length,
                                                     frame, 4, NULL, nonce,
                                                     channel->send_key->bytes);
-    int result = write_exact(channel->fd, frame, frame_length, repl_now_ms() + timeout_ms);
+    return frame;
+}
+
+/* Sends the first `numerator`/`denominator` of the message's frame. */
+static int send_part(repl_channel *channel, uint8_t type, const void *payload, size_t length,
+                     int timeout_ms, size_t numerator, size_t denominator)
+{
+    if (channel->broken) {
+        return -1;
+    }
+    size_t frame_length = 0;
+    unsigned char *frame = seal_frame(channel, type, payload, length, &frame_length);
+    if (frame == NULL) {
+        return -1;
+    }
+    int64_t deadline = repl_now_ms() + timeout_ms + repl_transfer_allowance_ms(frame_length);
+    int result = write_exact(channel->fd, frame, frame_length / denominator * numerator, deadline);
     free(frame);
     if (result != 0) {
         channel_fail(channel, "sending to %s failed: %s", channel->peer, io_reason());
     }
     return result;
+}
+
+int repl_channel_send(repl_channel *channel, uint8_t type, const void *payload, size_t length,
+                      int timeout_ms)
+{
+    return send_part(channel, type, payload, length, timeout_ms, 1, 1);
+}
+
+int repl_channel_send_torn(repl_channel *channel, uint8_t type, const void *payload,
+                           size_t length, int timeout_ms)
+{
+    return send_part(channel, type, payload, length, timeout_ms, 1, 2);
 }
 
 int repl_channel_receive(repl_channel *channel, uint8_t *type, unsigned char **payload,
@@ -540,6 +566,7 @@ int repl_channel_receive(repl_channel *channel, uint8_t *type, unsigned char **p
         channel_fail(channel, "out of memory receiving %u bytes", sealed_length);
         return -1;
     }
+    deadline += repl_transfer_allowance_ms(sealed_length);
     if (read_exact(channel->fd, sealed, sealed_length, deadline) != 0) {
         free(sealed);
         channel_fail(channel, "connection with %s: %s", channel->peer, io_reason());

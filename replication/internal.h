@@ -10,12 +10,14 @@
  *   protocol.c     the messages the nodes exchange, encoded and decoded
  *   channel.c      TCP, mutual authentication with the pair key, encrypted framed messages
  *   state.c        the one state machine: state names and every transition
- *   vfs_capture.c  the VFS shim on the active: reads each commit's frames back at its xSync
+ *   vfs_capture.c  the VFS shim on the active: holds each commit frame, reads the commit's frames
+ *                  back at its xSync; startup reconciliation; the pending transaction
  *   syncrep.c      the commit path: ship, wait for the acknowledgement, decide the outcome
  *   walsender.c    the active's listener and its session with the passive
  *   walreceiver.c  the passive's connection to the active: spool, acknowledge, confirm
  *   apply.c        the passive's applier: confirmed transactions into its SQLite database
  *   basecopy.c     full copies: a snapshot on the active, install on the passive, checksums
+ *   failpoint.c    named points where a test has the process killed (KT_FAILPOINT)
  *   replication.c  kt_repl_start/stop, status, the commit-failure classifier
  */
 #ifndef KT_REPLICATION_INTERNAL_H
@@ -99,6 +101,52 @@ char *repl_string_copy(const char *text);                      /* NULL stays NUL
 /* CRC-32C (Castagnoli), for the spool's records. */
 uint32_t repl_crc32c(uint32_t crc, const void *data, size_t length);
 
+/* ---- failpoint.c ---------------------------------------------------------------------------- */
+
+typedef enum repl_failpoint_id {
+    REPL_FP_ACTIVE_BEFORE_WAL_WRITE,  /* an xWrite to the active's -wal, before it is done */
+    REPL_FP_ACTIVE_BEFORE_SHIP,       /* xSync: frames read back, nothing sent */
+    REPL_FP_ACTIVE_MID_SEND,          /* the sender wrote part of the TX frame */
+    REPL_FP_ACTIVE_AFTER_LOCAL_SYNC,  /* the -wal is synced; the ack not yet waited for */
+    REPL_FP_ACTIVE_AFTER_ACK,         /* the passive acknowledged; the log not yet appended */
+    REPL_FP_ACTIVE_MID_LOG_RECORD,    /* part of the log record written */
+    REPL_FP_ACTIVE_AFTER_LOG,         /* in the log, the commit frame still held (not visible) */
+    REPL_FP_ACTIVE_BEFORE_ANSWER,     /* COMMIT returned OK; the client not answered (caller) */
+    REPL_FP_ACTIVE_BEFORE_CONFIRM,    /* committed; its CONFIRM not sent to the passive */
+    REPL_FP_ACTIVE_MID_CHECKPOINT,    /* a checkpoint's write to the active's database file */
+    REPL_FP_PASSIVE_MID_SPOOL_RECORD, /* part of the spool record written */
+    REPL_FP_PASSIVE_BEFORE_SPOOL_SYNC,/* the spool record written, not synced */
+    REPL_FP_PASSIVE_AFTER_SPOOL_SYNC, /* spooled and synced; the ack not sent */
+    REPL_FP_PASSIVE_MID_APPLY,        /* part of an applied batch written to the passive's -wal */
+    REPL_FP_PASSIVE_AFTER_APPLY_SYNC, /* a batch synced in the -wal; not yet visible nor noted */
+    REPL_FP_PASSIVE_MID_CHECKPOINT,   /* a checkpoint's write to the passive's database file */
+    REPL_FAILPOINT_COUNT
+} repl_failpoint_id;
+
+/* True only when KT_FAILPOINT armed a point: the one thing an unarmed process pays for. */
+extern bool repl_failpoints_armed;
+
+/* Reads KT_FAILPOINT (once per process); -1 with a sentence when it names no point. */
+int repl_failpoint_setup(char *error, size_t error_size);
+const char *repl_failpoint_name(repl_failpoint_id id);
+bool repl_failpoint_is(repl_failpoint_id id);       /* this point is the armed one */
+bool repl_failpoint_hit(repl_failpoint_id id);      /* counts a hit; true on the fatal one */
+_Noreturn void repl_failpoint_kill(repl_failpoint_id id);
+
+/* Counts a hit when a point is armed; true when this one must kill (the caller may first leave a
+ * torn write behind, then calls repl_failpoint_kill). */
+static inline bool repl_failpoint_fires(repl_failpoint_id id)
+{
+    return __builtin_expect(repl_failpoints_armed, 0) && repl_failpoint_hit(id);
+}
+
+static inline void repl_failpoint(repl_failpoint_id id)
+{
+    if (repl_failpoint_fires(id)) {
+        repl_failpoint_kill(id);
+    }
+}
+
 /* ---- walformat.c ---------------------------------------------------------------------------- */
 
 #define REPL_WAL_HEADER_BYTES       32u
@@ -141,6 +189,18 @@ const unsigned char *repl_frame_page(const repl_frames *frames, uint32_t index);
 
 void repl_wal_checksum(bool big_endian, const unsigned char *data, size_t length,
                        uint32_t checksum[2]);
+/* A commit frame the active has written but the passive not yet acknowledged is "held": its
+ * salt-1 is xored with this mask, so that SQLite's recovery, in any process, stops before it
+ * (vfs_capture.c). Xoring again releases it. */
+#define REPL_WAL_HOLD_MASK 0x484F4C44u /* "HOLD" */
+
+/* What repl_wal_scan_holding found after `from`. */
+typedef struct repl_wal_scan_result {
+    repl_wal_cursor end;   /* after the last commit frame seen (== from when none) */
+    unsigned commits;      /* commit frames seen, the held one included */
+    uint64_t held_offset;  /* where the last commit frame starts when it is held, else 0 */
+} repl_wal_scan_result;
+
 /* Reads and checks the header; `start` is the cursor just after it (valid false when bad). */
 int repl_wal_read_header(repl_wal_read_function read, void *context, repl_wal_cursor *start);
 /* Walks the valid frames after `from` (a frame boundary of the same generation), stopping at the
@@ -150,6 +210,12 @@ int repl_wal_read_header(repl_wal_read_function read, void *context, repl_wal_cu
  * -1 on an I/O error or when memory ran out. */
 int repl_wal_scan(repl_wal_read_function read, void *context, const repl_wal_cursor *from,
                   repl_frames *frames, repl_wal_cursor *end, unsigned *commits);
+/* repl_wal_scan that also takes a held commit frame as the end of a transaction (the scan stops
+ * there: nothing can follow it), and with `first_only` stops after one transaction. */
+int repl_wal_scan_holding(repl_wal_read_function read, void *context, const repl_wal_cursor *from,
+                          repl_frames *frames, bool first_only, repl_wal_scan_result *result);
+/* Holds or releases the commit frame whose 24-byte header this is (xors salt-1). */
+void repl_wal_hold_header(unsigned char *frame_header);
 /* A fresh header with random salts; `cursor` becomes the cursor after it. */
 void repl_wal_new_header(unsigned char out[REPL_WAL_HEADER_BYTES], uint32_t page_size,
                          uint32_t checkpoint_sequence, repl_wal_cursor *cursor);
@@ -188,6 +254,9 @@ void repl_position_encode(repl_buffer *buffer, const kt_repl_position *position)
 void repl_position_decode(repl_reader *reader, kt_repl_position *position);
 bool repl_position_same(const kt_repl_position *a, const kt_repl_position *b); /* txid + hash */
 kt_repl_position repl_entry_position(const repl_entry *entry);
+/* The entry that follows `tip`: `frames` (borrowed) committed in `epoch`, ending at `end`. */
+void repl_entry_build(repl_entry *entry, uint64_t epoch, const kt_repl_position *tip,
+                      const repl_frames *frames, const repl_wal_cursor *end);
 
 /* The state file: what a node must remember besides its log. */
 typedef struct repl_state_file {
@@ -222,6 +291,13 @@ int64_t repl_spool_entry_time(repl_spool *spool, uint64_t txid); /* ms when appe
 /* The position at `txid` if the log knows it (the base or a retained entry). */
 bool repl_spool_position_at(repl_spool *spool, uint64_t txid, kt_repl_position *position);
 
+/* The failpoints of this log's entry appends (REPL_FAILPOINT_COUNT: none): the active's log and
+ * the passive's spool have their own names. */
+void repl_spool_set_failpoints(repl_spool *spool, repl_failpoint_id torn,
+                               repl_failpoint_id before_sync);
+/* Writes zeros so that at least `ahead` bytes past the last record are ready to be written over
+ * (see spool.c: appends over zeros sync faster than appends that grow the file). */
+void repl_spool_preallocate_ahead(repl_spool *spool, uint64_t ahead);
 /* Appends an entry that must follow the tip; `sync` fdatasyncs before returning. */
 int repl_spool_append(repl_spool *spool, const repl_entry *entry, bool sync);
 /* Records that the active committed everything up to `txid` (which must be spooled with `hash`);
@@ -320,6 +396,17 @@ int repl_decode_basecopy_begin(const unsigned char *data, size_t length,
 enum repl_purpose { REPL_PURPOSE_STREAM = 1, REPL_PURPOSE_BASECOPY = 2 };
 
 #define REPL_MAX_MESSAGE_BYTES (512u * 1024u * 1024u)
+/* The most page data one transaction may change: its TX message must fit in the above. */
+#define REPL_MAX_TRANSACTION_BYTES (REPL_MAX_MESSAGE_BYTES - 4096u)
+
+/* Deadlines grow with what has to travel: a transaction of hundreds of megabytes (a migration
+ * that rewrites a table, VACUUM) needs longer than a heartbeat's silence to be sent, written and
+ * fsynced. The extra time assumes a transfer no slower than 8 MB/s. */
+static inline int repl_transfer_allowance_ms(uint64_t bytes)
+{
+    uint64_t allowance = bytes / 8192u;
+    return allowance > 3600000u ? 3600000 : (int)allowance;
+}
 
 typedef struct repl_channel repl_channel;
 
@@ -336,6 +423,9 @@ int repl_channel_accept(repl_channel **channel, int fd, const char *peer,
                         char *error, size_t error_size);
 int repl_channel_send(repl_channel *channel, uint8_t type, const void *payload, size_t length,
                       int timeout_ms);
+/* Sends only the first half of the message's frame (the mid-send failpoint). */
+int repl_channel_send_torn(repl_channel *channel, uint8_t type, const void *payload,
+                           size_t length, int timeout_ms);
 /* Waits up to wait_ms for a message to start, then up to complete_ms for the rest of it.
  * Returns 1 with a malloc'd *payload, 0 when nothing arrived, -1 when the connection is closed
  * or a message failed to decrypt (repl_channel_error says which; the channel is then unusable). */
@@ -372,6 +462,16 @@ bool repl_state_transition_allowed(repl_state from, repl_state to);
 typedef struct repl_capture repl_capture;
 typedef struct repl_apply repl_apply;
 typedef struct repl_session repl_session;
+
+/* A transaction an active found held at the end of its -wal at startup: it was in flight when
+ * the node stopped, the passive may have acknowledged it or not. Settled at the next handshake
+ * (vfs_capture.c); until then every write to the -wal is refused, so its frames stay. */
+typedef struct repl_pending {
+    bool present;                /* read without the mutex by the capture: atomic */
+    kt_repl_position position;   /* what it would be in the log */
+    repl_wal_cursor start, end;  /* where it lies in the -wal */
+    uint64_t held_offset;        /* its commit frame */
+} repl_pending;
 
 /* The transaction a synchronous commit is waiting on. */
 typedef struct repl_inflight {
@@ -418,6 +518,7 @@ struct kt_repl {
     uint64_t peer_applied;      /* the passive's applied txid, from its heartbeats */
     kt_repl_position peer_acked;
     repl_inflight inflight;
+    repl_pending pending;
     int64_t refusals_logged_at; /* rate limit of "write refused" lines */
     uint64_t refusals_unlogged;
     bool have_outcome;          /* the last commit failure was ours */
@@ -429,6 +530,7 @@ struct kt_repl {
     bool receiver_started, applier_started;
     repl_channel *receiver_channel;
     pthread_mutex_t apply_mutex; /* one apply or install at a time */
+    pthread_cond_t apply_wanted; /* a confirmation arrived, or stopping (wakes the applier only) */
     repl_apply *apply;
     kt_repl_position applied;
     kt_repl_position active_tip;
@@ -441,26 +543,44 @@ void repl_set_state(kt_repl *repl, repl_state to, const char *why);
 
 /* ---- vfs_capture.c -------------------------------------------------------------------------- */
 
-/* Makes the -wal file agree with the log before any connection opens the database: removes a
- * transaction that was written but never logged (so never acknowledged). */
+/* Makes the -wal and the log agree before any connection opens the database (vfs_capture.c). */
 int repl_capture_reconcile(kt_repl *repl, char *error, size_t error_size);
+/* Active, at a handshake with a passive whose tip is `passive_tip` (NULL: no passive to ask, the
+ * node turned asynchronous): commits the pending transaction when the passive holds it (or when
+ * NULL), drops it otherwise. 0, or -1 (logged; the transaction stays pending). */
+int repl_capture_settle_pending(kt_repl *repl, const kt_repl_position *passive_tip);
 int repl_capture_register(kt_repl *repl, char *error, size_t error_size);
 void repl_capture_unregister(kt_repl *repl);
 const char *repl_capture_vfs_name(const repl_capture *capture);
+/* A VFS that ships nothing and only counts the failpoint hits of a database file's writes (the
+ * passive's checkpoints); NULL when it cannot be registered. */
+const char *repl_capture_observer_vfs_name(void);
 /* Where the last committed transaction ends in the current -wal (for the genesis of a log). */
 int repl_wal_committed_end(const char *wal_path, repl_wal_cursor *end, unsigned *commits);
 
 /* ---- syncrep.c ------------------------------------------------------------------------------ */
 
-typedef int (*repl_local_sync_function)(void *context);
+/* What the capture does for the commit path (vfs_capture.c). */
+typedef struct repl_commit_io {
+    int (*local_sync)(void *context); /* makes the -wal durable here: an SQLite code */
+    int (*release)(void *context);    /* releases the held commit frame: 0 or -1 */
+    void *context;
+    bool held;                        /* the commit frame was written held */
+} repl_commit_io;
 
 /* The commit of one transaction, called inside its xSync. `frames` are the transaction's pages,
- * `end` where its commit frame ends in the -wal; `local_sync` makes the -wal durable here.
- * Returns SQLITE_OK (committed: log appended, passive acknowledged when synchronous) or an error
- * with *outcome saying what the failure means. */
-int repl_syncrep_commit(kt_repl *repl, repl_frames *frames, const repl_wal_cursor *end,
-                        repl_local_sync_function local_sync, void *sync_context,
-                        kt_store_status *outcome);
+ * `end` where its commit frame ends in the -wal. Returns SQLITE_OK (committed: passive
+ * acknowledged when synchronous, log appended, frame released) or an error with *outcome saying
+ * what the failure means; *logged says the log has it (then it must stay in the -wal). */
+int repl_syncrep_commit(kt_repl *repl, const repl_frames *frames, const repl_wal_cursor *end,
+                        const repl_commit_io *io, kt_store_status *outcome, bool *logged);
+/* Whether a commit frame written now must be held (a synchronous active). */
+bool repl_syncrep_holds_commits(kt_repl *repl);
+/* Drops the oldest entries of the log once it holds more than twice retain_bytes. */
+void repl_syncrep_compact(kt_repl *repl);
+/* Makes the log durable before SQLite starts a new -wal generation over frames whose entries the
+ * log may hold only in memory; 0 or -1. */
+int repl_syncrep_before_wal_reset(kt_repl *repl);
 /* Walsender side: an acknowledgement, a refusal, or a lost link for the in-flight commit. */
 void repl_syncrep_acknowledged(kt_repl *repl, const kt_repl_position *acked);
 void repl_syncrep_refused(kt_repl *repl, uint64_t txid, uint8_t reason);
@@ -483,6 +603,12 @@ void repl_walreceiver_stop(kt_repl *repl);
 
 int repl_apply_open(repl_apply **apply, const char *database_path, const repl_logger *logger,
                     char *error, size_t error_size);
+/* Active: runs `change` on the -wal (an fd) under SQLite's WAL write lock, taken through a
+ * connection of its own, then makes every connection read the wal-index again (apply.c's way):
+ * how a pending transaction is released or cut while the writer's connection is open. */
+typedef int (*repl_wal_change)(int fd, void *context);
+int repl_apply_change_wal(const char *database_path, const repl_logger *logger,
+                          repl_wal_change change, void *context, char *error, size_t error_size);
 void repl_apply_close(repl_apply *apply);
 /* Appends the frames of `count` entries to the database's -wal as one commit, makes it durable
  * and visible (see apply.c for how). */

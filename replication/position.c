@@ -79,6 +79,22 @@ kt_repl_position repl_entry_position(const repl_entry *entry)
     return position;
 }
 
+void repl_entry_build(repl_entry *entry, uint64_t epoch, const kt_repl_position *tip,
+                      const repl_frames *frames, const repl_wal_cursor *end)
+{
+    memset(entry, 0, sizeof *entry);
+    entry->epoch = epoch;
+    entry->txid = tip->txid + 1;
+    memcpy(entry->prev, tip->hash, KT_HASH_BYTES);
+    entry->page_size = frames->page_size;
+    entry->db_size = frames->db_size;
+    entry->frame_count = frames->count;
+    entry->frames = frames->data;
+    entry->frames_length = frames->length;
+    entry->origin = *end;
+    repl_chain_hash(entry, entry->hash);
+}
+
 void repl_entry_free(repl_entry *entry)
 {
     if (entry != NULL) {

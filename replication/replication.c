@@ -8,8 +8,11 @@
  *      unrelated database ever shares a position with this one), and as its origin the end of
  *      whatever the -wal already holds (all of that is part of the base content);
  *   3. the -wal is reconciled with the log (vfs_capture.c) — before any connection opens the
- *      database, so SQLite's recovery never sees a transaction that was not acknowledged;
+ *      database: committed transactions the log lost are added to it, a transaction that was in
+ *      flight stays invisible until the passive settles it;
  *   4. the capture VFS is registered; an active starts listening.
+ * Failpoints (failpoint.c) are read from the environment by the first kt_repl_start.
+ * Stopping syncs an active's log, which synchronous commits append to without a sync.
  * Starting a passive
  *   The state file gives the epoch and the applied position, the spool what was received. The
  *   node asks the active for a full copy when any of them is missing or they disagree, or a copy
@@ -127,6 +130,7 @@ static void free_node(kt_repl *repl)
     (void)pthread_mutex_destroy(&repl->mutex);
     (void)pthread_mutex_destroy(&repl->apply_mutex);
     (void)pthread_cond_destroy(&repl->changed);
+    (void)pthread_cond_destroy(&repl->apply_wanted);
     free(repl);
 }
 
@@ -159,8 +163,12 @@ static int open_log(kt_repl *repl, char *error, size_t error_size)
         repl_error(error, error_size, "cannot read %s: %m", repl->wal_path);
         return -1;
     }
-    return repl_spool_open(&repl->spool, repl->spool_path, &genesis, &origin, &repl->logger,
-                           error, error_size);
+    if (repl_spool_open(&repl->spool, repl->spool_path, &genesis, &origin, &repl->logger, error,
+                        error_size) != 0) {
+        return -1;
+    }
+    repl_spool_set_failpoints(repl->spool, REPL_FP_ACTIVE_MID_LOG_RECORD, REPL_FAILPOINT_COUNT);
+    return 0;
 }
 
 static int start_capturing(kt_repl *repl, char *error, size_t error_size)
@@ -209,6 +217,8 @@ static int start_following(kt_repl *repl, char *error, size_t error_size)
                         error_size) != 0) {
         return -1;
     }
+    repl_spool_set_failpoints(repl->spool, REPL_FP_PASSIVE_MID_SPOOL_RECORD,
+                              REPL_FP_PASSIVE_BEFORE_SPOOL_SYNC);
     if (access(repl->database_path, F_OK) == 0) {
         char reason[256];
         if (repl_apply_open(&repl->apply, repl->database_path, &repl->logger, reason,
@@ -244,7 +254,8 @@ static int start_following(kt_repl *repl, char *error, size_t error_size)
 int kt_repl_start(kt_repl **out, const kt_repl_config *config, char *error, size_t error_size)
 {
     *out = NULL;
-    if (check_config(config, error, error_size) != 0) {
+    if (check_config(config, error, error_size) != 0 ||
+        repl_failpoint_setup(error, error_size) != 0) {
         return -1;
     }
     if (kt_crypto_init() != 0) {
@@ -258,7 +269,8 @@ int kt_repl_start(kt_repl **out, const kt_repl_config *config, char *error, size
     }
     if (pthread_mutex_init(&repl->mutex, NULL) != 0 ||
         pthread_mutex_init(&repl->apply_mutex, NULL) != 0 ||
-        repl_condition_init(&repl->changed) != 0) {
+        repl_condition_init(&repl->changed) != 0 ||
+        repl_condition_init(&repl->apply_wanted) != 0) {
         free(repl);
         repl_error(error, error_size, "cannot create replication locks");
         return -1;
@@ -290,6 +302,9 @@ void kt_repl_stop(kt_repl *repl)
     repl_walsender_stop(repl);
     repl_walreceiver_stop(repl);
     repl_applier_stop(repl);
+    if (repl->role != KT_REPL_PASSIVE && repl->spool != NULL && repl_spool_sync(repl->spool) != 0) {
+        repl_log(&repl->logger, KT_REPL_LOG_WARNING, "replication: cannot sync the log: %m");
+    }
     if (repl->apply != NULL) {
         /* Leave the passive's -wal empty when no reader holds it: the next start (in any role)
          * then finds every applied transaction in the database file. */
@@ -313,6 +328,10 @@ void kt_repl_set_synchronous(kt_repl *repl, bool synchronous)
                  synchronous ? "on" : "off");
     }
     (void)pthread_mutex_unlock(&repl->mutex);
+    if (!synchronous && repl->role == KT_REPL_ACTIVE) {
+        /* asynchronous: this node's -wal is authoritative, no passive needs asking */
+        (void)repl_capture_settle_pending(repl, NULL);
+    }
 }
 
 kt_store_status kt_repl_commit_failure(void *context, int sqlite_code)

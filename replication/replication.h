@@ -20,15 +20,19 @@
  *   4. A refused commit never appears later on either node, whatever crashes.
  *      An indeterminate one is settled when the nodes reconnect: the active's log is authoritative,
  *      so the passive keeps a spooled-but-unconfirmed transaction only when the active has the same
- *      transaction (same txid and chain hash) committed, and drops it otherwise.
+ *      transaction (same txid and chain hash) committed, and drops it otherwise. A transaction the
+ *      active had in flight when it stopped is committed when the passive holds it, dropped
+ *      otherwise (docs/replication.md, "Settling").
  *   5. Each node carries an epoch; a passive never acknowledges an active of an older epoch, and
  *      an active that meets a newer epoch stops taking writes (state "fenced").
  *   6. The same position (epoch, txid, chain hash) means the same database content: compare with
  *      kt_repl_database_checksum (page 1's change counters are masked).
  *
  * Order of calls in keytrustee-db
- *   kt_repl_start before the database is opened (the active checks its -wal file against its log
- *   and removes a transaction that was written but never acknowledged); then kt_store_open with
+ *   kt_repl_start before ANY connection opens the database, readers and probes included (the
+ *   active reconciles its -wal with its log first; a connection closing as the last one
+ *   checkpoints and deletes the -wal, and with it a transaction still in flight, which startup
+ *   must see); then kt_store_open with
  *   options.vfs = kt_repl_vfs_name(repl) and manual_checkpoints; kt_store_set_commit_classifier(
  *   store, kt_repl_commit_failure, repl). At shutdown: kt_store_close first, then kt_repl_stop (the
  *   VFS must outlive every connection that uses it). The passive opens only readers (default VFS).
@@ -159,5 +163,13 @@ int kt_repl_base_copy(const kt_repl_config *config, char *error, size_t error_si
  * version-valid-for) masked. Two nodes at the same position give the same checksum. */
 int kt_repl_database_checksum(const char *database_path, char out[KT_REPL_HASH_HEX_CHARS + 1],
                               char *error, size_t error_size);
+
+/* ---- Failpoints (tests) ---------------------------------------------------------------------- */
+
+/* Kills the process with SIGKILL when KT_FAILPOINT=NAME[:COUNT] armed the point `name` and this
+ * is its COUNT-th hit; does nothing otherwise (one predicted branch). For steps replication/ cannot
+ * reach itself, e.g. "active-before-answer": the caller places it after COMMIT returned OK and
+ * before the client is answered. docs/replication.md lists every point. */
+void kt_repl_failpoint(const char *name);
 
 #endif /* KT_REPLICATION_H */

@@ -1,12 +1,12 @@
 /*
  * spool.c — a node's log of transactions: keytrustee-repl.log in the state directory.
  *
- * Both nodes keep one. On the active it holds every committed transaction (appended and
- * fdatasynced after the passive acknowledged, before COMMIT returns), so that a passive that was
- * away can be streamed what it missed, and so that startup can tell a committed transaction from
- * one that was written to the -wal but never acknowledged (vfs_capture.c). On the passive it is
- * the spool: each received transaction is appended and fdatasynced before the acknowledgement,
- * and applied to the database only once the active confirms it (apply.c).
+ * Both nodes keep one. On the active it holds every committed transaction, so that a passive
+ * that was away can be streamed what it missed: appended after the passive acknowledged, before
+ * COMMIT returns — not synced in synchronous mode (syncrep.c says why that is safe; it is synced
+ * before SQLite starts a new -wal generation, at a stop, and by compactions), synced otherwise.
+ * On the passive it is the spool: each received transaction is appended and fdatasynced before
+ * the acknowledgement, and applied to the database only once the active confirms it (apply.c).
  *
  * Format: a sequence of records, each
  *     u32 payload length | u32 type | u32 CRC-32C of (type, payload) | payload
@@ -20,14 +20,21 @@
  *     4 APPLIED  u64 txid, hash: the passive's database holds everything up to there. Written
  *                without a sync, but only after the -wal holding those transactions was
  *                fdatasynced, so it can lag the database and never lead it (apply.c).
+ *     A CONFIRM or APPLIED about an entry before the base (left behind by a compaction) is
+ *     ignored.
+ * The file is longer than its records: appends write over zeros written ahead, 128 KiB at a
+ * time (preallocate says why), and a run of zeros after the last record is free space.
  * Invariants
  *   - Entries form one chain from the base: opening checks every link and every hash.
  *   - Only a torn or damaged tail is ever lost: opening stops at the first record that is short,
- *     fails its CRC or breaks the chain, truncates the file there (fsynced) and says so in the
- *     log. A damaged HEADER makes the log unusable (an error naming the file).
+ *     fails its CRC or breaks the chain; unless only zeros follow, it truncates the file there
+ *     (fsynced) and says so in the log. A damaged HEADER makes the log unusable (an error naming
+ *     the file).
  *   - Entries up to the confirmed txid are never truncated away; unconfirmed ones are dropped
  *     when the active says they are not part of its history (walreceiver.c).
- *   - Compaction and reset write a whole new file and rename it into place.
+ *   - Compaction and reset write a whole new file and rename it into place. A compaction copies
+ *     the entries it keeps without holding the lock (repl_spool_compact), and an entry is read
+ *     without it too (repl_spool_read): a commit waiting on an append is never held up by them.
  * Thread safety: every function takes the spool's own lock.
  */
 #include <errno.h>
@@ -44,6 +51,7 @@ enum { RECORD_HEADER = 1, RECORD_ENTRY = 2, RECORD_CONFIRM = 3, RECORD_APPLIED =
 #define RECORD_PREFIX_BYTES 12u
 #define SPOOL_MAGIC "KTREPLOG"
 #define SPOOL_VERSION 1u
+#define PREALLOCATE_BYTES (128u << 10)
 
 typedef struct spool_item {
     uint64_t txid;
@@ -64,9 +72,14 @@ struct repl_spool {
     repl_wal_cursor base_origin;
     uint64_t confirmed;
     kt_repl_position applied;
-    uint64_t size;          /* where the next record goes */
+    uint64_t size;          /* where the next record goes (the logical end) */
+    uint64_t allocated;     /* the file's length: zeros from `size` on (preallocated) */
     spool_item *items;      /* items[i].txid == base.txid + 1 + i */
     size_t count, capacity;
+    uint64_t rewrites;      /* counts cuts and rewrites: a compaction in progress checks it */
+    bool compacting;        /* one compaction at a time: they share the temporary file's name */
+    repl_failpoint_id torn_point;        /* an entry's record half written */
+    repl_failpoint_id before_sync_point; /* an entry's record written, not synced */
 };
 
 /* ---- records -------------------------------------------------------------------------------- */
@@ -269,6 +282,9 @@ static bool load_record(repl_spool *spool, uint32_t type, const unsigned char *p
     if (type == RECORD_CONFIRM || type == RECORD_APPLIED) {
         uint64_t txid = repl_reader_u64(&reader);
         const unsigned char *hash = repl_reader_take(&reader, KT_HASH_BYTES);
+        if (repl_reader_done(&reader) && txid < spool->base.txid) {
+            return true; /* about entries a compaction dropped: nothing left to mark */
+        }
         if (!repl_reader_done(&reader) || !holds(spool, txid, hash)) {
             return false;
         }
@@ -284,6 +300,27 @@ static bool load_record(repl_spool *spool, uint32_t type, const unsigned char *p
         return true;
     }
     return false;
+}
+
+/* 1 when the file holds only zeros from `offset` to `end` (space preallocated by appends, not a
+ * torn record), 0 when something else is there, -1 on a read error. */
+static int tail_is_zero(int fd, uint64_t offset, uint64_t end)
+{
+    unsigned char chunk[65536];
+    while (offset < end) {
+        size_t want = end - offset < sizeof chunk ? (size_t)(end - offset) : sizeof chunk;
+        long got = repl_pread_full(fd, chunk, want, offset);
+        if (got != (long)want) {
+            return -1;
+        }
+        for (size_t index = 0; index < want; index++) {
+            if (chunk[index] != 0) {
+                return 0;
+            }
+        }
+        offset += want;
+    }
+    return 1;
 }
 
 static int load_records(repl_spool *spool, uint64_t file_size, uint64_t offset)
@@ -303,7 +340,13 @@ static int load_records(repl_spool *spool, uint64_t file_size, uint64_t offset)
         offset += RECORD_PREFIX_BYTES + (uint64_t)length;
     }
     spool->size = offset;
-    if (offset < file_size) { /* a torn or damaged tail: drop it, durably */
+    spool->allocated = file_size;
+    int zeros = tail_is_zero(spool->fd, offset, file_size);
+    if (zeros < 0) {
+        return -1;
+    }
+    if (!zeros) { /* a torn or damaged tail: drop it, durably */
+        spool->allocated = offset;
         repl_log(&spool->logger, KT_REPL_LOG_WARNING,
                  "replication log %s: dropped %llu bytes of a torn or damaged tail at offset %llu",
                  spool->path, (unsigned long long)(file_size - offset),
@@ -352,6 +395,8 @@ int repl_spool_open(repl_spool **out, const char *path, const kt_repl_position *
     }
     spool->fd = -1;
     spool->logger = *logger;
+    spool->torn_point = REPL_FAILPOINT_COUNT;
+    spool->before_sync_point = REPL_FAILPOINT_COUNT;
     if (pthread_mutex_init(&spool->lock, NULL) != 0) {
         free(spool->path);
         free(spool);
@@ -489,20 +534,76 @@ uint64_t repl_spool_retention_point(repl_spool *spool, uint64_t retain_bytes)
 
 /* ---- changes -------------------------------------------------------------------------------- */
 
-/* Writes encoded records at the end; on failure cuts the file back so no partial record stays. */
-static int append_bytes(repl_spool *spool, const repl_buffer *buffer, bool sync)
+/* Makes the file reach at least `needed` bytes, zero-filled ahead of the records. Why: an append
+ * that extends a file makes its fdatasync write the file's new length too, which costs as much
+ * again as the data (here ~170 us against ~85 us); a record written over zeros already on disk
+ * needs only its own blocks. The zeros read as the end of the log (see tail_is_zero). Only
+ * appends that are synced at once need it (the passive's spool, an asynchronous active's log);
+ * the receiver writes the zeros ahead between two transactions (repl_spool_preallocate_ahead),
+ * so that an append seldom pays for them. Best effort: when the zeros cannot be written the
+ * record is simply appended. Holds spool->lock. */
+static void preallocate(repl_spool *spool, uint64_t needed, bool wait_written)
+{
+    static const unsigned char zeros[65536];
+    if (needed <= spool->allocated) {
+        return;
+    }
+    uint64_t start = spool->allocated > spool->size ? spool->allocated : spool->size;
+    uint64_t target = (needed / PREALLOCATE_BYTES + 1) * PREALLOCATE_BYTES;
+    for (uint64_t offset = start; offset < target;) {
+        size_t length = target - offset < sizeof zeros ? (size_t)(target - offset) : sizeof zeros;
+        if (repl_pwrite_all(spool->fd, zeros, length, offset) != 0) {
+            (void)!ftruncate(spool->fd, (off_t)spool->allocated);
+            return;
+        }
+        offset += length;
+    }
+    if (wait_written) { /* on the device, so that the next append's fdatasync has less to do */
+        (void)sync_file_range(spool->fd, (off64_t)start, (off64_t)(target - start),
+                              SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+    }
+    spool->allocated = target;
+}
+
+void repl_spool_preallocate_ahead(repl_spool *spool, uint64_t ahead)
+{
+    (void)pthread_mutex_lock(&spool->lock);
+    if (spool->allocated < spool->size + ahead) {
+        preallocate(spool, spool->size + ahead, true);
+    }
+    (void)pthread_mutex_unlock(&spool->lock);
+}
+
+void repl_spool_set_failpoints(repl_spool *spool, repl_failpoint_id torn,
+                               repl_failpoint_id before_sync)
+{
+    spool->torn_point = torn;
+    spool->before_sync_point = before_sync;
+}
+
+/* Writes encoded records at the end; on failure cuts the file back so no partial record stays.
+ * `before_sync` is the failpoint between the write and the sync (REPL_FAILPOINT_COUNT: none). */
+static int append_bytes(repl_spool *spool, const repl_buffer *buffer, bool sync,
+                        repl_failpoint_id before_sync)
 {
     if (buffer->failed) {
         errno = ENOMEM;
         return -1;
     }
-    if (repl_pwrite_all(spool->fd, buffer->data, buffer->length, spool->size) != 0 ||
-        (sync && fdatasync(spool->fd) != 0)) {
+    if (sync) {
+        preallocate(spool, spool->size + buffer->length, false);
+    }
+    int written = repl_pwrite_all(spool->fd, buffer->data, buffer->length, spool->size);
+    if (written == 0 && sync) {
+        repl_failpoint(before_sync);
+    }
+    if (written != 0 || (sync && fdatasync(spool->fd) != 0)) {
         int saved = errno;
         if (ftruncate(spool->fd, (off_t)spool->size) != 0) {
             repl_log(&spool->logger, KT_REPL_LOG_ERROR,
                      "replication log %s: cannot cut back a failed append: %m", spool->path);
         }
+        spool->allocated = spool->size;
         errno = saved;
         return -1;
     }
@@ -523,9 +624,20 @@ int repl_spool_append(repl_spool *spool, const repl_entry *entry, bool sync)
         errno = EINVAL;
     } else {
         uint64_t offset = spool->size;
-        if (append_bytes(spool, &buffer, sync) == 0 &&
+        if (repl_failpoint_fires(spool->torn_point)) {
+            (void)repl_pwrite_all(spool->fd, buffer.data, buffer.length / 2, offset);
+            repl_failpoint_kill(spool->torn_point);
+        }
+        if (append_bytes(spool, &buffer, sync, spool->before_sync_point) == 0 &&
             index_add(spool, entry, offset, buffer.length) == 0) {
             result = 0;
+        }
+        if (result == 0 && !sync) {
+            /* Synced later (before a new -wal generation, at a stop): start the write-back now,
+             * so that the later sync finds little left and does not hit the disk with megabytes
+             * at once while commits wait on it. */
+            (void)sync_file_range(spool->fd, (off64_t)offset, (off64_t)buffer.length,
+                                  SYNC_FILE_RANGE_WRITE);
         }
     }
     (void)pthread_mutex_unlock(&spool->lock);
@@ -543,7 +655,7 @@ int repl_spool_confirm(repl_spool *spool, uint64_t txid, const unsigned char *ha
     } else if (item != NULL && memcmp(item->hash, hash, KT_HASH_BYTES) == 0) {
         repl_buffer buffer = {0};
         encode_mark_record(&buffer, RECORD_CONFIRM, txid, hash);
-        result = append_bytes(spool, &buffer, false);
+        result = append_bytes(spool, &buffer, false, REPL_FAILPOINT_COUNT);
         repl_buffer_free(&buffer);
         if (result == 0) {
             spool->confirmed = txid;
@@ -565,7 +677,7 @@ int repl_spool_note_applied(repl_spool *spool, const kt_repl_position *applied)
     } else if (applied->txid > spool->applied.txid) {
         repl_buffer buffer = {0};
         encode_mark_record(&buffer, RECORD_APPLIED, applied->txid, applied->hash);
-        result = append_bytes(spool, &buffer, false);
+        result = append_bytes(spool, &buffer, false, REPL_FAILPOINT_COUNT);
         repl_buffer_free(&buffer);
         if (result == 0) {
             spool->applied = *applied;
@@ -613,8 +725,12 @@ int repl_spool_truncate_after(repl_spool *spool, uint64_t txid)
             result = -1;
         } else {
             spool->size = size;
+            spool->allocated = size;
+            spool->rewrites++;
             spool->count = (size_t)(txid - spool->base.txid);
-            result = buffer.length ? append_bytes(spool, &buffer, true) : fdatasync(spool->fd);
+            result = buffer.length
+                         ? append_bytes(spool, &buffer, true, REPL_FAILPOINT_COUNT)
+                         : fdatasync(spool->fd);
         }
         repl_buffer_free(&buffer);
     }
@@ -622,30 +738,50 @@ int repl_spool_truncate_after(repl_spool *spool, uint64_t txid)
     return result;
 }
 
+/* Decodes the entry `txid` from a record just read; takes over `payload`. */
+static int decode_read(uint32_t type, unsigned char *payload, uint32_t length, uint64_t txid,
+                       repl_entry *entry)
+{
+    repl_reader reader;
+    repl_reader_init(&reader, payload, length);
+    if (type == RECORD_ENTRY && repl_entry_decode(&reader, entry) == 0 && entry->txid == txid) {
+        entry->owned = payload;
+        return 0;
+    }
+    free(payload);
+    memset(entry, 0, sizeof *entry);
+    return -1;
+}
+
+/* The record is read without the lock: the applier reads a whole batch, one entry after the
+ * other, and holding the lock for each read would keep the receiver's append (and the
+ * acknowledgement a commit waits for) behind it for milliseconds (the lock is not fair). A
+ * rewrite in between (a compaction, a cut) is noticed and the read done again. */
 int repl_spool_read(repl_spool *spool, uint64_t txid, repl_entry *entry)
 {
     memset(entry, 0, sizeof *entry);
-    (void)pthread_mutex_lock(&spool->lock);
-    const spool_item *item = item_at(spool, txid);
-    int result = -1;
-    if (item != NULL) {
+    for (int attempt = 0; attempt < 3; attempt++) {
+        (void)pthread_mutex_lock(&spool->lock);
+        const spool_item *item = item_at(spool, txid);
+        uint64_t offset = item ? item->offset : 0, size = spool->size;
+        uint64_t rewrites = spool->rewrites;
+        int fd = spool->fd;
+        (void)pthread_mutex_unlock(&spool->lock);
+        if (item == NULL) {
+            return -1;
+        }
         uint32_t type = 0, length = 0;
         unsigned char *payload = NULL;
-        if (read_record(spool->fd, item->offset, spool->size, &type, &payload, &length) == 1) {
-            repl_reader reader;
-            repl_reader_init(&reader, payload, length);
-            if (type == RECORD_ENTRY && repl_entry_decode(&reader, entry) == 0 &&
-                entry->txid == txid) {
-                entry->owned = payload;
-                result = 0;
-            } else {
-                free(payload);
-                memset(entry, 0, sizeof *entry);
-            }
+        int got = read_record(fd, offset, size, &type, &payload, &length);
+        (void)pthread_mutex_lock(&spool->lock);
+        bool unchanged = spool->rewrites == rewrites;
+        (void)pthread_mutex_unlock(&spool->lock);
+        if (unchanged) {
+            return got == 1 ? decode_read(type, payload, length, txid, entry) : -1;
         }
+        free(payload);
     }
-    (void)pthread_mutex_unlock(&spool->lock);
-    return result;
+    return -1;
 }
 
 /* Replaces the file with `buffer` (temporary file, fsync, rename) and reopens it. */
@@ -665,6 +801,8 @@ static int replace_file(repl_spool *spool, const repl_buffer *buffer)
     (void)close(spool->fd);
     spool->fd = fd;
     spool->size = buffer->length;
+    spool->allocated = buffer->length;
+    spool->rewrites++;
     return 0;
 }
 
@@ -688,66 +826,195 @@ int repl_spool_reset(repl_spool *spool, const kt_repl_position *base,
     return result;
 }
 
-/* Copies the records of the entries from `keep_from` on, and the confirmation, into `buffer`;
- * offsets[i] is where the i-th copied record lands. */
-static int copy_retained(repl_spool *spool, uint64_t keep_from, repl_buffer *buffer,
-                         uint64_t *offsets)
+/* ---- compaction ---------------------------------------------------------------------------- */
+
+/* What a compaction keeps, taken under the lock. */
+typedef struct compaction {
+    uint64_t keep_from;
+    kt_repl_position base;       /* the last dropped entry: the new file's base */
+    repl_wal_cursor base_origin;
+    uint64_t copy_from;          /* the first kept record */
+    uint64_t copied_to;          /* the end of the file when the copy started */
+    uint64_t rewrites;
+    repl_buffer prefix;          /* the new header record */
+    int source;                  /* a duplicate of the log's descriptor */
+    char *temporary;
+    int target;
+} compaction;
+
+/* Holds the lock. False when there is nothing to drop. */
+static bool compaction_plan(repl_spool *spool, uint64_t keep_from, compaction *plan)
 {
-    uint64_t tip = tip_locked(spool).txid;
-    for (uint64_t txid = keep_from; txid <= tip; txid++) {
-        const spool_item *item = item_at(spool, txid);
-        unsigned char *raw = malloc(item->length);
-        if (raw == NULL) {
-            return -1;
-        }
-        offsets[txid - keep_from] = buffer->length;
-        long got = repl_pread_full(spool->fd, raw, item->length, item->offset);
-        repl_buffer_put(buffer, raw, item->length);
-        free(raw);
-        if (got != (long)item->length || buffer->failed) {
-            return -1;
-        }
+    const spool_item *new_base = item_at(spool, keep_from - 1);
+    if (keep_from <= spool->base.txid + 1 || new_base == NULL) {
+        return false;
     }
-    encode_marks(spool, buffer, keep_from);
-    return buffer->failed ? -1 : 0;
+    const spool_item *first_kept = item_at(spool, keep_from);
+    plan->keep_from = keep_from;
+    plan->base.epoch = new_base->epoch;
+    plan->base.txid = new_base->txid;
+    memcpy(plan->base.hash, new_base->hash, KT_HASH_BYTES);
+    plan->base_origin = new_base->origin;
+    plan->copy_from = first_kept ? first_kept->offset : spool->size;
+    plan->copied_to = spool->size;
+    plan->rewrites = spool->rewrites;
+    /* The CONFIRM and APPLIED records that matter follow the entries they name, so they are in
+     * the copied range; those about dropped entries are ignored when the file is loaded. */
+    encode_header_record(&plan->prefix, &plan->base, &plan->base_origin);
+    plan->source = dup(spool->fd);
+    return true;
 }
 
+/* Copies [from, to) of the old file to the end of the new one. */
+static int copy_range(int source, int target, uint64_t from, uint64_t to, uint64_t at)
+{
+    enum { CHUNK_BYTES = 1 << 20 };
+    unsigned char *chunk = from < to ? malloc(CHUNK_BYTES) : NULL;
+    int result = from < to && chunk == NULL ? -1 : 0;
+    while (result == 0 && from < to) {
+        size_t length = to - from < CHUNK_BYTES ? (size_t)(to - from) : CHUNK_BYTES;
+        if (repl_pread_full(source, chunk, length, from) != (long)length ||
+            repl_pwrite_all(target, chunk, length, at) != 0) {
+            result = -1;
+        }
+        from += length;
+        at += length;
+    }
+    free(chunk);
+    return result;
+}
+
+/* Without the lock: the new file with everything kept so far, synced. */
+static int compaction_copy(repl_spool *spool, compaction *plan)
+{
+    size_t size = strlen(spool->path) + sizeof ".compact";
+    plan->temporary = malloc(size);
+    if (plan->temporary == NULL || plan->prefix.failed || plan->source < 0) {
+        errno = ENOMEM;
+        return -1;
+    }
+    (void)snprintf(plan->temporary, size, "%s.compact", spool->path);
+    plan->target = open(plan->temporary, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (plan->target < 0 ||
+        repl_pwrite_all(plan->target, plan->prefix.data, plan->prefix.length, 0) != 0 ||
+        copy_range(plan->source, plan->target, plan->copy_from, plan->copied_to,
+                   plan->prefix.length) != 0 ||
+        fdatasync(plan->target) != 0) {
+        return -1;
+    }
+    return 0;
+}
+
+/* Without the lock: what was appended while the copy ran, copied and synced too, until little
+ * is left, so that the switch copies and syncs only that little while appends wait. (A passive
+ * that receives an 18 MiB transaction during the copy would otherwise wait for its copy and
+ * fdatasync under the lock, and fall silent for longer than the active tolerates.) */
+static int compaction_catch_up(repl_spool *spool, compaction *plan)
+{
+    enum { CATCH_UP_ROUNDS = 4, LITTLE_BYTES = 256 * 1024 };
+    for (int round = 0; round < CATCH_UP_ROUNDS; round++) {
+        (void)pthread_mutex_lock(&spool->lock);
+        uint64_t size = spool->size;
+        bool rewritten = spool->rewrites != plan->rewrites || size < plan->copied_to;
+        (void)pthread_mutex_unlock(&spool->lock);
+        if (rewritten) {
+            errno = EAGAIN; /* cut or rewritten meanwhile: try again later */
+            return -1;
+        }
+        if (size - plan->copied_to <= LITTLE_BYTES) {
+            return 0;
+        }
+        if (copy_range(plan->source, plan->target, plan->copied_to, size,
+                       plan->prefix.length + (plan->copied_to - plan->copy_from)) != 0 ||
+            fdatasync(plan->target) != 0) {
+            return -1;
+        }
+        plan->copied_to = size;
+    }
+    return 0;
+}
+
+/* Holds the lock: what was appended meanwhile, then the new file takes the old one's place. */
+static int compaction_switch(repl_spool *spool, compaction *plan)
+{
+    uint64_t shift_to = plan->prefix.length;
+    uint64_t end = shift_to + (spool->size - plan->copy_from);
+    if (spool->rewrites != plan->rewrites || spool->size < plan->copied_to) {
+        errno = EAGAIN; /* cut or rewritten meanwhile: try again later */
+        return -1;
+    }
+    if (copy_range(spool->fd, plan->target, plan->copied_to, spool->size,
+                   shift_to + (plan->copied_to - plan->copy_from)) != 0 ||
+        fdatasync(plan->target) != 0 || rename(plan->temporary, spool->path) != 0 ||
+        repl_fsync_directory_of(spool->path) != 0) {
+        return -1;
+    }
+    size_t dropped = (size_t)(plan->keep_from - spool->base.txid - 1);
+    memmove(spool->items, spool->items + dropped, (spool->count - dropped) * sizeof *spool->items);
+    spool->count -= dropped;
+    for (size_t index = 0; index < spool->count; index++) {
+        spool->items[index].offset = spool->items[index].offset - plan->copy_from + shift_to;
+    }
+    (void)close(spool->fd);
+    spool->fd = plan->target;
+    plan->target = -1;
+    spool->size = end;
+    spool->allocated = end;
+    spool->rewrites++;
+    spool->base = plan->base;
+    spool->base_origin = plan->base_origin;
+    if (spool->confirmed < plan->base.txid) {
+        spool->confirmed = plan->base.txid;
+    }
+    if (spool->applied.txid < plan->base.txid) {
+        spool->applied = plan->base;
+    }
+    return 0;
+}
+
+static void compaction_end(compaction *plan)
+{
+    if (plan->target >= 0) {
+        (void)close(plan->target);
+        (void)unlink(plan->temporary);
+    }
+    if (plan->source >= 0) {
+        (void)close(plan->source);
+    }
+    free(plan->temporary);
+    repl_buffer_free(&plan->prefix);
+}
+
+/* The lock is held only to plan and to switch files: the bulk of the copy (the retained entries,
+ * tens of megabytes) happens without it, so appends, and the commits waiting on them, go on.
+ * A compaction asked for while another runs (a listener and a commit path, a role change) does
+ * nothing: the running one drops as much. */
 int repl_spool_compact(repl_spool *spool, uint64_t keep_from)
 {
-    int result = 0;
+    compaction plan;
+    memset(&plan, 0, sizeof plan);
+    plan.source = -1;
+    plan.target = -1;
     (void)pthread_mutex_lock(&spool->lock);
-    const spool_item *new_base = item_at(spool, keep_from - 1);
-    if (keep_from > spool->base.txid + 1 && new_base != NULL) {
-        kt_repl_position base = {new_base->epoch, new_base->txid, {0}};
-        memcpy(base.hash, new_base->hash, KT_HASH_BYTES);
-        repl_wal_cursor origin = new_base->origin;
-        size_t dropped = (size_t)(keep_from - spool->base.txid - 1);
-        size_t kept = spool->count - dropped;
-        uint64_t *offsets = malloc((kept ? kept : 1) * sizeof *offsets);
-        repl_buffer buffer = {0};
-        encode_header_record(&buffer, &base, &origin);
-        result = offsets ? copy_retained(spool, keep_from, &buffer, offsets) : -1;
-        if (result == 0) {
-            result = replace_file(spool, &buffer);
-        }
-        if (result == 0) {
-            memmove(spool->items, spool->items + dropped, kept * sizeof *spool->items);
-            spool->count = kept;
-            for (size_t index = 0; index < kept; index++) {
-                spool->items[index].offset = offsets[index];
-            }
-            spool->base = base;
-            spool->base_origin = origin;
-            if (spool->confirmed < base.txid) {
-                spool->confirmed = base.txid;
-            }
-            if (spool->applied.txid < base.txid) {
-                spool->applied = base;
-            }
-        }
-        free(offsets);
-        repl_buffer_free(&buffer);
+    bool planned = !spool->compacting && compaction_plan(spool, keep_from, &plan);
+    if (planned) {
+        spool->compacting = true;
     }
     (void)pthread_mutex_unlock(&spool->lock);
+    int result = planned ? compaction_copy(spool, &plan) : 0;
+    if (planned && result == 0) {
+        result = compaction_catch_up(spool, &plan);
+    }
+    (void)pthread_mutex_lock(&spool->lock);
+    if (planned && result == 0) {
+        result = compaction_switch(spool, &plan);
+    }
+    int saved = errno;
+    compaction_end(&plan);
+    if (planned) {
+        spool->compacting = false;
+    }
+    (void)pthread_mutex_unlock(&spool->lock);
+    errno = saved;
     return result;
 }

@@ -392,10 +392,14 @@ char *repl_string_copy(const char *text)
 
 /* ---- CRC-32C -------------------------------------------------------------------------------- */
 
+/* Table-driven CRC-32C (Castagnoli), and the same with the SSE 4.2 instruction when the processor
+ * has it: a log record carries whole pages, so this runs over every byte a commit writes, twice on
+ * the passive; the table costs about 70 us per 24 KiB record, the instruction about 2 us. */
 static uint32_t crc32c_table[256];
+static bool crc32c_hardware;
 static pthread_once_t crc32c_once = PTHREAD_ONCE_INIT;
 
-static void crc32c_build_table(void)
+static void crc32c_set_up(void)
 {
     for (uint32_t index = 0; index < 256; index++) {
         uint32_t value = index;
@@ -404,15 +408,47 @@ static void crc32c_build_table(void)
         }
         crc32c_table[index] = value;
     }
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    crc32c_hardware = __builtin_cpu_supports("sse4.2");
+#endif
 }
 
-uint32_t repl_crc32c(uint32_t crc, const void *data, size_t length)
+static uint32_t crc32c_by_table(uint32_t crc, const unsigned char *at, size_t length)
 {
-    (void)pthread_once(&crc32c_once, crc32c_build_table);
-    const unsigned char *at = data;
-    crc = ~crc;
     for (size_t index = 0; index < length; index++) {
         crc = crc32c_table[(crc ^ at[index]) & 0xFF] ^ (crc >> 8);
     }
-    return ~crc;
+    return crc;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2"))) static uint32_t crc32c_by_instruction(uint32_t crc,
+                                                                         const unsigned char *at,
+                                                                         size_t length)
+{
+    uint64_t value = crc;
+    for (; length >= 8; at += 8, length -= 8) {
+        uint64_t word;
+        memcpy(&word, at, sizeof word);
+        value = __builtin_ia32_crc32di(value, word);
+    }
+    crc = (uint32_t)value;
+    for (; length > 0; at++, length--) {
+        crc = __builtin_ia32_crc32qi(crc, *at);
+    }
+    return crc;
+}
+#endif
+
+uint32_t repl_crc32c(uint32_t crc, const void *data, size_t length)
+{
+    (void)pthread_once(&crc32c_once, crc32c_set_up);
+    crc = ~crc;
+#if defined(__x86_64__)
+    if (crc32c_hardware) {
+        return ~crc32c_by_instruction(crc, data, length);
+    }
+#endif
+    return ~crc32c_by_table(crc, data, length);
 }

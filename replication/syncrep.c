@@ -3,17 +3,24 @@
  * counterpart of PostgreSQL's syncrep.c.
  *
  * Synchronous mode (active, after `ktadmin enable-synchronous-replication`)
+ *   The capture wrote the transaction's commit frame "held" (vfs_capture.c): until it is released
+ *   no SQLite connection, in any process, after any crash, takes the transaction as committed.
  *   1. Wait, at most until the commit's deadline (ack_timeout_ms from its start), for the passive
  *      to be in_sync and to have acknowledged everything committed before. No passive connected
  *      at all: refuse at once.
  *   2. Give the encoded transaction to the stream session (the "in-flight" slot) and wake it.
- *   3. Sync the -wal locally while the transaction travels.
+ *   3. Sync the -wal locally while the transaction travels (one fsync here, one on the passive,
+ *      at the same time).
  *   4. Wait for the passive's acknowledgement (spooled and fsynced there), its refusal, the loss
  *      of the link, or the deadline.
- *   5. Append the transaction to the log, fdatasynced, and only then return OK: the commit then
- *      becomes visible. The session sends the confirmation right after.
- * Asynchronous mode and standalone nodes: sync locally, append to the log, return OK; the
- * session streams from the log afterwards (the passive may lag; nothing waits for it).
+ *   5. Append the transaction to the log, without a sync, then release the commit frame, and only
+ *      then return OK: SQLite makes the commit visible. The session sends the confirmation.
+ *   Why the log needs no sync of its own: a released commit frame is proof that the passive
+ *   acknowledged it, so after a crash startup rebuilds whatever the log lost from the -wal (and
+ *   the log is synced before SQLite starts a new -wal generation over old frames); a commit frame
+ *   still held is settled by the passive at the next handshake (vfs_capture.c).
+ * Asynchronous mode and standalone nodes: sync locally, release a held frame, append to the log
+ * with a sync, return OK; the session streams from the log afterwards (the passive may lag).
  *
  * What a failure means (the classifier, replication.c, reports it to storage/)
  *   REFUSED        the passive cannot have it: never handed to the session, or the passive
@@ -23,8 +30,10 @@
  *                  The link is then reset; at the next handshake the passive drops it unless the
  *                  active's log has the same transaction (guarantee 4 in replication.h).
  *   FULL           the passive's disk (NACK) or the log's disk is full.
- * In every failure vfs_capture.c cuts the transaction out of the -wal before COMMIT returns, and
- * the log never holds it, so after any crash it does not come back on the active either.
+ * In every failure before the log append vfs_capture.c cuts the transaction out of the -wal before
+ * COMMIT returns, so after any crash it does not come back on the active either. A failure after
+ * the log append (the release could not be written) leaves it in the -wal and the log, and stops
+ * every later commit until a restart, whose startup releases it.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -32,6 +41,8 @@
 #include <string.h>
 
 #include "replication/internal.h"
+
+#define COMPACTION_MARGIN_ENTRIES 256u
 
 static void inflight_clear(repl_inflight *inflight)
 {
@@ -143,38 +154,32 @@ static int queue_inflight(kt_repl *repl, const repl_entry *entry)
     return 0;
 }
 
-static void build_entry(kt_repl *repl, const repl_frames *frames, const repl_wal_cursor *end,
-                        repl_entry *entry)
-{
-    kt_repl_position tip = repl_spool_tip(repl->spool);
-    memset(entry, 0, sizeof *entry);
-    entry->epoch = repl->epoch;
-    entry->txid = tip.txid + 1;
-    memcpy(entry->prev, tip.hash, KT_HASH_BYTES);
-    entry->page_size = frames->page_size;
-    entry->db_size = frames->db_size;
-    entry->frame_count = frames->count;
-    entry->frames = frames->data;
-    entry->frames_length = frames->length;
-    entry->origin = *end;
-    repl_chain_hash(entry, entry->hash);
-}
-
-static void maybe_compact(kt_repl *repl)
+void repl_syncrep_compact(kt_repl *repl)
 {
     if (repl_spool_bytes(repl->spool) <= 2 * repl->retain_bytes) {
         return;
     }
+    /* Keep what a passive that went away may need (retain_bytes of the newest entries), but no
+     * more than the connected passive needs: what follows its acknowledged position, with a
+     * margin for its confirmations, which lag. A compaction copies what it keeps, so keeping
+     * little keeps it cheap. */
     uint64_t keep_from = repl_spool_retention_point(repl->spool, repl->retain_bytes);
+    (void)pthread_mutex_lock(&repl->mutex);
+    uint64_t acked = repl->link != NULL ? repl->peer_acked.txid : 0;
+    (void)pthread_mutex_unlock(&repl->mutex);
+    if (acked > COMPACTION_MARGIN_ENTRIES && acked + 1 - COMPACTION_MARGIN_ENTRIES > keep_from) {
+        keep_from = acked + 1 - COMPACTION_MARGIN_ENTRIES;
+    }
     if (repl_spool_compact(repl->spool, keep_from) != 0) {
         repl_log(&repl->logger, KT_REPL_LOG_WARNING, "replication: compacting the log failed: %m");
     }
 }
 
-/* The log append that makes a transaction committed; returns 0 or the failure's outcome. */
+/* The log append that makes a transaction committed; returns 0 or the failure's outcome. A
+ * synchronous commit's append is not synced (see the top of this file). */
 static kt_store_status append_to_log(kt_repl *repl, const repl_entry *entry, bool synchronous)
 {
-    if (repl_spool_append(repl->spool, entry, true) == 0) {
+    if (repl_spool_append(repl->spool, entry, !synchronous) == 0) {
         return KT_STORE_OK;
     }
     bool full = errno == ENOSPC || errno == EDQUOT;
@@ -255,32 +260,89 @@ static kt_store_status make_committed(kt_repl *repl, const repl_entry *entry, bo
     return fate;
 }
 
-int repl_syncrep_commit(kt_repl *repl, repl_frames *frames, const repl_wal_cursor *end,
-                        repl_local_sync_function local_sync, void *sync_context,
-                        kt_store_status *outcome)
+/* Holds repl->mutex for the read. Synchronous when this node must wait for the passive. */
+static bool commit_is_synchronous(kt_repl *repl)
 {
-    struct timespec deadline;
-    repl_deadline(&deadline, repl->ack_timeout_ms);
     (void)pthread_mutex_lock(&repl->mutex);
     bool synchronous = repl->role == KT_REPL_ACTIVE && repl->synchronous;
     (void)pthread_mutex_unlock(&repl->mutex);
-    repl_entry entry;
-    build_entry(repl, frames, end, &entry);
-    if (admit(repl, &entry, synchronous, &deadline) != NULL) {
-        *outcome = KT_STORE_REFUSED;
-        return SQLITE_IOERR_FSYNC;
+    return synchronous;
+}
+
+bool repl_syncrep_holds_commits(kt_repl *repl)
+{
+    return commit_is_synchronous(repl);
+}
+
+/* Steps 1 to 4: the transaction reaches the passive (synchronous) and this node's disk. */
+static kt_store_status ship_and_sync(kt_repl *repl, const repl_entry *entry,
+                                     const repl_commit_io *io, bool synchronous,
+                                     const struct timespec *deadline, int *rc)
+{
+    repl_failpoint(REPL_FP_ACTIVE_BEFORE_SHIP);
+    if (synchronous && !io->held) {
+        repl_log(&repl->logger, KT_REPL_LOG_WARNING,
+                 "replication: write refused: synchronous replication was turned on during it");
+        return KT_STORE_REFUSED;
     }
-    int rc = local_sync(sync_context); /* while the transaction travels */
-    kt_store_status fate = await_fate(repl, &entry, rc, synchronous, &deadline);
+    if (admit(repl, entry, synchronous, deadline) != NULL) {
+        return KT_STORE_REFUSED;
+    }
+    *rc = io->local_sync(io->context); /* while the transaction travels */
+    if (*rc == SQLITE_OK) {
+        repl_failpoint(REPL_FP_ACTIVE_AFTER_LOCAL_SYNC);
+    }
+    return await_fate(repl, entry, *rc, synchronous, deadline);
+}
+
+int repl_syncrep_commit(kt_repl *repl, const repl_frames *frames, const repl_wal_cursor *end,
+                        const repl_commit_io *io, kt_store_status *outcome, bool *logged)
+{
+    *logged = false;
+    struct timespec deadline; /* send, write and fsync on the passive, acknowledge */
+    repl_deadline(&deadline, repl->ack_timeout_ms + repl_transfer_allowance_ms(frames->length));
+    bool synchronous = commit_is_synchronous(repl);
+    kt_repl_position tip = repl_spool_tip(repl->spool);
+    repl_entry entry;
+    repl_entry_build(&entry, repl->epoch, &tip, frames, end);
+    int rc = SQLITE_OK;
+    kt_store_status fate = ship_and_sync(repl, &entry, io, synchronous, &deadline, &rc);
+    if (fate == KT_STORE_OK && io->held && !synchronous && io->release(io->context) != 0) {
+        fate = KT_STORE_REFUSED; /* asynchronous: released before the log knows it */
+    }
     if (fate == KT_STORE_OK) {
+        repl_failpoint(REPL_FP_ACTIVE_AFTER_ACK);
         fate = make_committed(repl, &entry, synchronous);
+        *logged = fate == KT_STORE_OK;
+    }
+    if (*logged) {
+        repl_failpoint(REPL_FP_ACTIVE_AFTER_LOG);
+    }
+    if (*logged && io->held && synchronous && io->release(io->context) != 0) {
+        repl_log(&repl->logger, KT_REPL_LOG_ERROR,
+                 "replication: cannot release committed transaction %llu in the -wal: %m; "
+                 "refusing every write until keytrustee-db restarts",
+                 (unsigned long long)entry.txid);
+        fate = KT_STORE_INDETERMINATE;
     }
     if (fate != KT_STORE_OK) {
         *outcome = fate;
         return rc != SQLITE_OK ? rc : SQLITE_IOERR_FSYNC;
     }
-    maybe_compact(repl);
+    if (repl->role == KT_REPL_STANDALONE) {
+        repl_syncrep_compact(repl); /* an active's listener thread does it, off the commit path */
+    }
     return SQLITE_OK;
+}
+
+int repl_syncrep_before_wal_reset(kt_repl *repl)
+{
+    if (repl_spool_sync(repl->spool) != 0) {
+        repl_log(&repl->logger, KT_REPL_LOG_ERROR,
+                 "replication: cannot sync the log before a new -wal generation: %m");
+        return -1;
+    }
+    return 0;
 }
 
 void repl_syncrep_acknowledged(kt_repl *repl, const kt_repl_position *acked)
@@ -320,6 +382,8 @@ bool repl_syncrep_writable(kt_repl *repl, char *reason, size_t reason_size)
         why = "replication is stopping";
     } else if (repl->state == REPL_STATE_FENCED) {
         why = "fenced: a node with a newer epoch exists";
+    } else if (repl->pending.present) {
+        why = "the transaction that was in flight when this node stopped waits for the passive";
     } else if (repl->role == KT_REPL_ACTIVE && repl->synchronous) {
         if (repl->state == REPL_STATE_WAITING) {
             why = "the passive is not connected";

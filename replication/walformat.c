@@ -24,6 +24,7 @@
  *     (apply.c), so the two nodes' -wal files never need to agree byte for byte.
  *   - Startup compares the log with the -wal (vfs_capture.c) with the same scan.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,6 +41,10 @@ static bool page_size_valid(uint32_t page_size)
 int repl_frames_add(repl_frames *frames, uint32_t page_number, const unsigned char *page)
 {
     size_t record = 4 + (size_t)frames->page_size;
+    if (frames->length + record > REPL_MAX_TRANSACTION_BYTES) {
+        errno = EFBIG; /* could not travel in one message */
+        return -1;
+    }
     if (frames->length + record > frames->capacity) {
         size_t capacity = frames->capacity ? frames->capacity * 2 : record * 16;
         while (capacity < frames->length + record) {
@@ -142,11 +147,23 @@ int repl_wal_read_header(repl_wal_read_function read, void *context, repl_wal_cu
     return 0;
 }
 
+/* What a scan accepts and where it stops. */
+typedef struct scan_rules {
+    bool accept_held; /* a held commit frame ends the scan as a transaction */
+    bool first_only;  /* stop after the first transaction */
+} scan_rules;
+
 /* Checks one frame against the cursor before it (SQLite's walDecodeFrame); advances the cursor
- * and returns true when the frame is valid. */
-static bool frame_valid(const unsigned char *frame, repl_wal_cursor *cursor)
+ * and returns true when the frame is valid. A held commit frame (salt-1 xored with
+ * REPL_WAL_HOLD_MASK, see vfs_capture.c) is valid only when `accept_held`, and sets *held. The
+ * checksum does not cover the salts, so a held frame's checksum is its released one's. */
+static bool frame_valid(const unsigned char *frame, repl_wal_cursor *cursor, bool accept_held,
+                        bool *held)
 {
-    if (repl_get_be32(frame + 8) != cursor->salt1 || repl_get_be32(frame + 12) != cursor->salt2 ||
+    uint32_t salt1 = repl_get_be32(frame + 8);
+    *held = accept_held && repl_get_be32(frame + 4) != 0 &&
+            salt1 == (cursor->salt1 ^ REPL_WAL_HOLD_MASK);
+    if ((salt1 != cursor->salt1 && !*held) || repl_get_be32(frame + 12) != cursor->salt2 ||
         repl_get_be32(frame) == 0) {
         return false;
     }
@@ -163,11 +180,17 @@ static bool frame_valid(const unsigned char *frame, repl_wal_cursor *cursor)
     return true;
 }
 
-int repl_wal_scan(repl_wal_read_function read, void *context, const repl_wal_cursor *from,
-                  repl_frames *frames, repl_wal_cursor *end, unsigned *commits)
+/* The frames kept so far, so that frames after the last commit frame can be dropped. */
+typedef struct scan_mark {
+    size_t length;
+    uint32_t count;
+} scan_mark;
+
+static int scan(repl_wal_read_function read, void *context, const repl_wal_cursor *from,
+                repl_frames *frames, const scan_rules *rules, repl_wal_scan_result *result)
 {
-    *end = *from;
-    *commits = 0;
+    memset(result, 0, sizeof *result);
+    result->end = *from;
     if (!from->valid) {
         return 0;
     }
@@ -176,44 +199,74 @@ int repl_wal_scan(repl_wal_read_function read, void *context, const repl_wal_cur
     if (frame == NULL) {
         return -1;
     }
-    size_t kept_length = frames ? frames->length : 0;
-    uint32_t kept_count = frames ? frames->count : 0;
+    scan_mark kept = {frames ? frames->length : 0, frames ? frames->count : 0};
     if (frames != NULL) {
         frames->page_size = from->page_size;
     }
     repl_wal_cursor cursor = *from;
-    int result = 0;
+    int status = 0;
+    bool held = false;
     for (;;) {
-        long got = read(context, frame, frame_bytes, cursor.offset);
+        uint64_t at = cursor.offset;
+        long got = read(context, frame, frame_bytes, at);
         if (got < 0) {
-            result = -1;
+            status = -1;
             break;
         }
-        if ((size_t)got < frame_bytes || !frame_valid(frame, &cursor)) {
+        if ((size_t)got < frame_bytes || !frame_valid(frame, &cursor, rules->accept_held, &held)) {
             break;
         }
         if (frames != NULL &&
             repl_frames_add(frames, repl_get_be32(frame), frame + REPL_WAL_FRAME_HEADER_BYTES) != 0) {
-            result = -1;
+            status = -1;
             break;
         }
         uint32_t db_size = repl_get_be32(frame + 4);
-        if (db_size != 0) { /* a commit frame: everything so far is a whole transaction */
-            *end = cursor;
-            (*commits)++;
-            if (frames != NULL) {
-                frames->db_size = db_size;
-                kept_length = frames->length;
-                kept_count = frames->count;
-            }
+        if (db_size == 0) {
+            continue;
+        }
+        /* a commit frame: everything so far is a whole transaction */
+        result->end = cursor;
+        result->commits++;
+        result->held_offset = held ? at : 0;
+        if (frames != NULL) {
+            frames->db_size = db_size;
+            kept.length = frames->length;
+            kept.count = frames->count;
+        }
+        if (held || rules->first_only) {
+            break; /* nothing follows a held commit: the writer waits on it */
         }
     }
     if (frames != NULL) { /* frames after the last commit frame belong to no transaction */
-        frames->length = kept_length;
-        frames->count = kept_count;
+        frames->length = kept.length;
+        frames->count = kept.count;
     }
     free(frame);
-    return result;
+    return status;
+}
+
+int repl_wal_scan(repl_wal_read_function read, void *context, const repl_wal_cursor *from,
+                  repl_frames *frames, repl_wal_cursor *end, unsigned *commits)
+{
+    scan_rules rules = {false, false};
+    repl_wal_scan_result result;
+    int status = scan(read, context, from, frames, &rules, &result);
+    *end = result.end;
+    *commits = result.commits;
+    return status;
+}
+
+int repl_wal_scan_holding(repl_wal_read_function read, void *context, const repl_wal_cursor *from,
+                          repl_frames *frames, bool first_only, repl_wal_scan_result *result)
+{
+    scan_rules rules = {true, first_only};
+    return scan(read, context, from, frames, &rules, result);
+}
+
+void repl_wal_hold_header(unsigned char *frame_header)
+{
+    repl_put_be32(frame_header + 8, repl_get_be32(frame_header + 8) ^ REPL_WAL_HOLD_MASK);
 }
 
 long repl_wal_read_fd(void *context, void *buffer, size_t length, uint64_t offset)

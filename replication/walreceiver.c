@@ -32,9 +32,10 @@
 #include "replication/internal.h"
 
 #define CONNECT_TIMEOUT_MS 2000
-#define DECISION_TIMEOUT_MS 10000
+#define DECISION_TIMEOUT_MS 5000
 #define BASECOPY_BEGIN_TIMEOUT_MS 120000
 #define DIVERGED_PAUSE_MS 5000
+#define SPOOL_AHEAD_BYTES (256u << 10)
 
 typedef struct receiver {
     kt_repl *repl;
@@ -307,7 +308,7 @@ static int handshake(receiver *session)
 static void wake_applier(kt_repl *repl)
 {
     (void)pthread_mutex_lock(&repl->mutex);
-    (void)pthread_cond_broadcast(&repl->changed);
+    (void)pthread_cond_signal(&repl->apply_wanted);
     (void)pthread_mutex_unlock(&repl->mutex);
 }
 
@@ -381,9 +382,12 @@ static int handle_tx(receiver *session, const unsigned char *payload, size_t len
         return -1;
     }
     kt_repl_position position = repl_entry_position(entry);
+    repl_failpoint(REPL_FP_PASSIVE_AFTER_SPOOL_SYNC);
     if (send_position(session, REPL_MSG_ACK, &position) != 0) {
         return -1;
     }
+    /* Between this transaction and the next: room for the next ones, off the commit's path. */
+    repl_spool_preallocate_ahead(repl->spool, SPOOL_AHEAD_BYTES);
     if (tx.committed) {
         note_active_tip(session, &position);
         return confirm(session, &position, true);

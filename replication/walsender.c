@@ -3,7 +3,8 @@
  * session per connection (PostgreSQL's walsender.c plays this part).
  *
  * The listener accepts connections and gives each a session thread, so that a slow or hostile
- * peer never holds up the port. A session authenticates the peer (channel.c) and then serves one
+ * peer never holds up the port. It also compacts the log (at most once a second), off the commit
+ * path. A session authenticates the peer (channel.c) and then serves one
  * of two purposes:
  *   base copy  a full copy for `ktadmin init-slave` (basecopy.c), then the connection ends;
  *   stream     the passive's connection: handshake, then streaming for as long as it lives.
@@ -11,7 +12,9 @@
  * the older one (the old one is presumed dead; the passive only ever has one).
  *
  * The stream session
- *   handshake  receives the passive's POSITION and decides (decide()):
+ *   handshake  receives the passive's POSITION and decides (decide()). First, a transaction left
+ *              pending at this node's last stop is settled: committed if the passive's tip is
+ *              that transaction, cut off otherwise (vfs_capture.c). Then:
  *                - SQLite version differs                       → refuse
  *                - passive epoch newer than ours                 → refuse, and fence this node
  *                - passive has no database or log                → base copy
@@ -27,7 +30,9 @@
  *              acknowledgements in between. State catchup becomes in_sync once the passive has
  *              acknowledged our tip.
  *   ending     on a send or receive failure, a message that fails to decode, a NACK, a peer
- *              silent for peer_timeout (SIGSTOP, cable), a reset requested by the commit path, or
+ *              silent for peer_timeout (SIGSTOP, cable; plus the transfer allowance of a TX sent
+ *              and not yet answered, so that a big transaction is not taken for a dead peer),
+ *              a reset requested by the commit path, or
  *              replacement. The in-flight commit is told the link was lost.
  * Locking: sessions read and change kt_repl's fields under repl->mutex; every socket operation
  * happens without it.
@@ -63,6 +68,12 @@ struct repl_session {
     uint64_t confirm_sent;
     int64_t last_heard_ms;
     int64_t last_heartbeat_ms;
+    int quiet_allowance_ms;  /* the passive may be busy this much longer with a big transaction:
+                                set when a TX has been sent, counted from then (quiet_since_ms),
+                                cleared by the ACK of the last TX sent or a NACK only (a HEARTBEAT
+                                the passive sent before reading the TX says nothing about how
+                                long it takes) */
+    int64_t quiet_since_ms;
 };
 
 /* ---- the link ------------------------------------------------------------------------------- */
@@ -170,6 +181,10 @@ static void refuse(repl_msg_decision *decision, const char *format, ...)
 static void decide(kt_repl *repl, const repl_msg_position *passive, repl_msg_decision *decision)
 {
     memset(decision, 0, sizeof *decision);
+    if (passive->epoch <= repl->epoch) { /* a transaction held at the last stop: ask the passive */
+        kt_repl_position none = {0, UINT64_MAX, {0}};
+        (void)repl_capture_settle_pending(repl, passive->has_state ? &passive->tip : &none);
+    }
     (void)pthread_mutex_lock(&repl->mutex);
     decision->epoch = repl->epoch;
     bool fenced = repl->state == REPL_STATE_FENCED;
@@ -371,6 +386,19 @@ static stream_work pick_work(repl_session *session, unsigned char **message, siz
     return WORK_NONE;
 }
 
+/* A TX of `length` bytes was just sent: the passive may now be silent while it reads, writes and
+ * fsyncs it. Allowances of TX messages sent back to back add up. */
+static void allow_quiet(repl_session *session, size_t length)
+{
+    int64_t now = repl_now_ms();
+    int64_t left = session->quiet_allowance_ms > 0
+                       ? session->quiet_since_ms + session->quiet_allowance_ms - now
+                       : 0;
+    int64_t allowance = (left > 0 ? left : 0) + repl_transfer_allowance_ms(length);
+    session->quiet_allowance_ms = allowance > 3600000 ? 3600000 : (int)allowance;
+    session->quiet_since_ms = now;
+}
+
 static int send_logged(repl_session *session)
 {
     kt_repl *repl = session->repl;
@@ -385,6 +413,7 @@ static int send_logged(repl_session *session)
     repl_buffer message = {0};
     repl_encode_tx(&message, &tx);
     int result = send_message(session, REPL_MSG_TX, &message);
+    allow_quiet(session, message.length);
     repl_buffer_free(&message);
     repl_entry_free(&tx.entry);
     if (result == 0) {
@@ -414,9 +443,15 @@ static int do_work(repl_session *session, stream_work work, unsigned char *messa
         break;
     case WORK_INFLIGHT:
         /* `message` is an encoded TX: the type byte is the channel's. */
+        if (repl_failpoint_fires(REPL_FP_ACTIVE_MID_SEND)) {
+            (void)repl_channel_send_torn(session->channel, REPL_MSG_TX, message, length,
+                                         session->repl->peer_timeout_ms);
+            repl_failpoint_kill(REPL_FP_ACTIVE_MID_SEND);
+        }
         result = repl_channel_send(session->channel, REPL_MSG_TX, message, length,
                                    session->repl->peer_timeout_ms);
         if (result == 0) {
+            allow_quiet(session, length);
             session->next_send++;
         } else {
             repl_log(&session->repl->logger, KT_REPL_LOG_WARNING, "replication: %s",
@@ -424,6 +459,10 @@ static int do_work(repl_session *session, stream_work work, unsigned char *messa
         }
         break;
     case WORK_CONFIRM:
+        if (repl_failpoint_fires(REPL_FP_ACTIVE_BEFORE_CONFIRM)) {
+            repl_sleep_ms(100); /* lets the committing thread answer its client first */
+            repl_failpoint_kill(REPL_FP_ACTIVE_BEFORE_CONFIRM);
+        }
         result = send_position(session, REPL_MSG_CONFIRM, confirm);
         if (result == 0) {
             session->confirm_sent = confirm->txid;
@@ -445,6 +484,9 @@ static int handle_ack(repl_session *session, const unsigned char *payload, size_
                  "replication: %s acknowledged something never sent", session->peer);
         return -1;
     }
+    if (ack.position.txid + 1 >= session->next_send) {
+        session->quiet_allowance_ms = 0; /* every TX sent is answered */
+    }
     (void)pthread_mutex_lock(&repl->mutex);
     if (ack.position.txid >= repl->peer_acked.txid) {
         repl->peer_acked = ack.position;
@@ -461,6 +503,9 @@ static int handle_message(repl_session *session, uint8_t type, const unsigned ch
 {
     kt_repl *repl = session->repl;
     session->last_heard_ms = repl_now_ms();
+    if (type == REPL_MSG_NACK) {
+        session->quiet_allowance_ms = 0;
+    }
     if (type == REPL_MSG_ACK) {
         return handle_ack(session, payload, length);
     }
@@ -540,6 +585,19 @@ static int heartbeat_if_due(repl_session *session)
     return send_position(session, REPL_MSG_HEARTBEAT, &tip);
 }
 
+/* Silent for longer than peer_timeout, or, while a TX waits for its answer, than peer_timeout
+ * after the allowance for that TX ran out. */
+static bool passive_silent(const repl_session *session)
+{
+    int64_t now = repl_now_ms();
+    int timeout = session->repl->peer_timeout_ms;
+    if (now - session->last_heard_ms <= timeout) {
+        return false;
+    }
+    return session->quiet_allowance_ms == 0 ||
+           now - session->quiet_since_ms > timeout + session->quiet_allowance_ms;
+}
+
 static const char *stream(repl_session *session)
 {
     kt_repl *repl = session->repl;
@@ -564,7 +622,7 @@ static const char *stream(repl_session *session)
         if (wait_and_receive(session, wait_ms > 0 ? wait_ms : 0) != 0) {
             return "the connection to the passive failed";
         }
-        if (repl_now_ms() - session->last_heard_ms > repl->peer_timeout_ms) {
+        if (passive_silent(session)) {
             repl_log(&repl->logger, KT_REPL_LOG_WARNING,
                      "replication: the passive %s has been silent for %d ms; dropping it",
                      session->peer, repl->peer_timeout_ms);
@@ -735,6 +793,7 @@ static void *listener_main(void *argument)
         if (ready > 0 && (polls[0].revents & POLLIN)) {
             accept_one(repl);
         }
+        repl_syncrep_compact(repl); /* here rather than in a commit: see spool.c */
     }
 }
 

@@ -272,10 +272,15 @@ static int configure_writer(kt_store *store, const kt_store_options *options)
     return kt_schema_migrate(store->db, store->message, sizeof store->message);
 }
 
+/* A reader never writes the database, not even when it is the last connection to close: SQLite
+ * would otherwise checkpoint and delete the -wal then. That matters on a replicated node, where
+ * the -wal may hold a commit frame that only replication may settle (replication/vfs_capture.c):
+ * keytrustee-db's start-up probe closes before replication has reconciled the -wal. */
 static int configure_reader(kt_store *store)
 {
     size_t count = sizeof reader_pragmas / sizeof reader_pragmas[0];
-    if (apply_pragmas(store, reader_pragmas, count) != 0) {
+    if (apply_pragmas(store, reader_pragmas, count) != 0 ||
+        disable_checkpoint_on_close(store) != 0) {
         return -1;
     }
     return kt_schema_check_current(store->db, store->message, sizeof store->message);

@@ -14,10 +14,14 @@
  *   drop-forward    one-way partition: discard client→target bytes only
  *   drop-backward   one-way partition: discard target→client bytes only
  *   cut             close every connection now, and refuse new ones (connection reset)
+ *   delay MS        forward every byte both ways MS milliseconds late, in order (a slow link);
+ *                   "pass" ends it (what is already queued still arrives, in order)
  *   corrupt         flip one bit in the next chunk forwarded client→target, then pass again
+ *   corrupt-backward  the same for the next chunk forwarded target→client
  *
  * Single-threaded around poll(2): the state is the mode and the list of pairs, changed in one
- * place (apply_command). It stops by itself on SIGTERM or when the FIFO's writer sends "quit".
+ * place (apply_command). Delayed bytes wait in a queue per pair and direction (struct chunk);
+ * a direction with bytes queued queues what follows too, so nothing overtakes. It stops by itself on SIGTERM or when the FIFO's writer sends "quit".
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -30,21 +34,37 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_PAIRS 64
 
-enum mode { MODE_PASS, MODE_DROP, MODE_DROP_FORWARD, MODE_DROP_BACKWARD, MODE_CUT };
+enum mode { MODE_PASS, MODE_DROP, MODE_DROP_FORWARD, MODE_DROP_BACKWARD, MODE_CUT, MODE_DELAY };
+
+/* Bytes read from one side, to be written to the other at `due` (milliseconds, monotonic). */
+struct chunk {
+    struct chunk *next;
+    long long due;
+    size_t length;
+    char data[];
+};
+
+struct queue {
+    struct chunk *head, *tail;
+};
 
 struct pair {
     int client; /* accepted: the passive's side */
     int target; /* dialled: the active's side */
+    struct queue queued[2]; /* [1]: client→target, [0]: target→client */
 };
 
 static struct pair pairs[MAX_PAIRS];
 static int pair_count;
 static enum mode mode = MODE_PASS;
 static bool corrupt_next;
+static bool corrupt_next_backward;
+static long long delay_ms;
 static volatile sig_atomic_t stopping;
 
 static void on_signal(int signal_number)
@@ -82,10 +102,29 @@ static int open_socket(const char *host, const char *port, bool listening)
     return fd;
 }
 
+static long long now_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+static void queue_free(struct queue *queue)
+{
+    while (queue->head != NULL) {
+        struct chunk *next = queue->head->next;
+        free(queue->head);
+        queue->head = next;
+    }
+    queue->tail = NULL;
+}
+
 static void close_pair(int index)
 {
     close(pairs[index].client);
     close(pairs[index].target);
+    queue_free(&pairs[index].queued[0]);
+    queue_free(&pairs[index].queued[1]);
     pairs[index] = pairs[--pair_count];
 }
 
@@ -109,8 +148,13 @@ static bool apply_command(const char *command)
     else if (strcmp(command, "cut") == 0) {
         mode = MODE_CUT;
         close_all_pairs();
+    } else if (strncmp(command, "delay ", 6) == 0 && atoll(command + 6) > 0) {
+        mode = MODE_DELAY;
+        delay_ms = atoll(command + 6);
     } else if (strcmp(command, "corrupt") == 0)
         corrupt_next = true;
+    else if (strcmp(command, "corrupt-backward") == 0)
+        corrupt_next_backward = true;
     else if (strcmp(command, "quit") == 0)
         return false;
     else if (command[0] != '\0')
@@ -154,8 +198,56 @@ static bool write_all(int fd, const char *data, size_t length)
     return true;
 }
 
-/* Moves one chunk from `from` to `to`; returns false when the pair should close. */
-static bool forward(int from, int to, bool forward_direction)
+/* Queues a copy of `data` to go out at `due`; false when out of memory. */
+static bool enqueue(struct queue *queue, const char *data, size_t length, long long due)
+{
+    struct chunk *chunk = malloc(sizeof *chunk + length);
+    if (chunk == NULL)
+        return false;
+    chunk->next = NULL;
+    chunk->due = due;
+    chunk->length = length;
+    memcpy(chunk->data, data, length);
+    if (queue->tail != NULL)
+        queue->tail->next = chunk;
+    else
+        queue->head = chunk;
+    queue->tail = chunk;
+    return true;
+}
+
+/* Writes the queued chunks that are due; false when the pair should close. */
+static bool flush_due(struct queue *queue, int to, long long now)
+{
+    while (queue->head != NULL && queue->head->due <= now) {
+        struct chunk *chunk = queue->head;
+        bool written = write_all(to, chunk->data, chunk->length);
+        queue->head = chunk->next;
+        if (queue->head == NULL)
+            queue->tail = NULL;
+        free(chunk);
+        if (!written)
+            return false;
+    }
+    return true;
+}
+
+/* Milliseconds until the earliest queued chunk is due, at most `longest`. */
+static int next_due_in(int longest, long long now)
+{
+    long long wait = longest;
+    for (int i = 0; i < pair_count; i++)
+        for (int direction = 0; direction < 2; direction++) {
+            const struct chunk *head = pairs[i].queued[direction].head;
+            if (head != NULL && head->due - now < wait)
+                wait = head->due - now < 0 ? 0 : head->due - now;
+        }
+    return (int)wait;
+}
+
+/* Moves one chunk from `from` to `to` (now, or queued when delayed); returns false when the pair
+ * should close. */
+static bool forward(struct pair *pair, int from, int to, bool forward_direction)
 {
     char buffer[65536];
     ssize_t count = read(from, buffer, sizeof buffer);
@@ -169,6 +261,14 @@ static bool forward(int from, int to, bool forward_direction)
         buffer[count / 2] ^= 0x10;
         corrupt_next = false;
     }
+    if (!forward_direction && corrupt_next_backward) {
+        buffer[count / 2] ^= 0x10;
+        corrupt_next_backward = false;
+    }
+    struct queue *queue = &pair->queued[forward_direction];
+    if (mode == MODE_DELAY || queue->head != NULL)
+        return enqueue(queue, buffer, (size_t)count,
+                       now_ms() + (mode == MODE_DELAY ? delay_ms : 0));
     return write_all(to, buffer, (size_t)count);
 }
 
@@ -218,9 +318,14 @@ int main(int argc, char **argv)
             fds[count++] = (struct pollfd){.fd = pairs[i].client, .events = POLLIN};
             fds[count++] = (struct pollfd){.fd = pairs[i].target, .events = POLLIN};
         }
-        int ready = poll(fds, (nfds_t)count, 200);
+        int ready = poll(fds, (nfds_t)count, next_due_in(200, now_ms()));
         if (ready < 0 && errno != EINTR)
             break;
+        long long now = now_ms();
+        for (int i = pair_count - 1; i >= 0; i--)
+            if (!flush_due(&pairs[i].queued[1], pairs[i].target, now) ||
+                !flush_due(&pairs[i].queued[0], pairs[i].client, now))
+                close_pair(i);
         if (ready <= 0)
             continue;
         if ((fds[1].revents & POLLIN) && !read_commands(fifo))
@@ -230,9 +335,9 @@ int main(int argc, char **argv)
             short client_events = fds[2 + 2 * i].revents, target_events = fds[3 + 2 * i].revents;
             bool alive = true;
             if (client_events & (POLLIN | POLLHUP | POLLERR))
-                alive = forward(pairs[i].client, pairs[i].target, true);
+                alive = forward(&pairs[i], pairs[i].client, pairs[i].target, true);
             if (alive && (target_events & (POLLIN | POLLHUP | POLLERR)))
-                alive = forward(pairs[i].target, pairs[i].client, false);
+                alive = forward(&pairs[i], pairs[i].target, pairs[i].client, false);
             if (!alive)
                 close_pair(i);
         }

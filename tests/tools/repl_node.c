@@ -8,6 +8,11 @@
  *                 [--heartbeat MS] [--retain BYTES] [--cache-pages N]
  *   repl_node ctl SOCKET COMMAND...   sends one command, prints the answer; exit 0 when it
  *                                     starts with "ok"
+ *   repl_node write SOCKET PREFIX COUNT OUTFILE [BIG_EVERY]
+ *                                     COUNT puts PREFIX-1.. one after the other from outside the
+ *                                     node, each answer appended to OUTFILE ("KEY ANSWER"; none =
+ *                                     no answer, unsent = node unreachable); stops at the first
+ *                                     write without an answer
  *   repl_node basecopy --master HOST:PORT --key-file FILE --dir DIR     (ktadmin init-slave)
  *   repl_node checksum DB             page checksum (kt_repl_database_checksum)
  *   repl_node rows DB                 BLAKE2b of every row of kv and of orgs, in key order
@@ -18,14 +23,20 @@
  *                     → ok | refused | indeterminate | full | error TEXT
  *   big KEY N         N rows of 2 KiB in one transaction (spills past a small page cache)
  *   org NAME          kt_store_org_add through storage/ (the writer keytrustee-db uses)
+ *   exec SQL...       the rest of the line through the writer as one transaction (a schema
+ *                     change); VACUUM on its own
  *   bench N           N single-row commits in a row → ok commits=N failed=F per_second=R
  *   get KEY           → ok VALUE | missing
+ *   present K1 K2...  → ok 1 0 1 ... (whether kv holds each key, in one read transaction)
  *   count             → ok ROWS
  *   checksum | rows   → ok HEX
- *   status            → ok role=... state=... epoch=... txid=... acked=... spooled=... peer=0|1
- *                       lag=N writable=0|1
+ *   integrity         PRAGMA integrity_check → ok ok | error FIRST-LINE
+ *   status            → ok role=... state=... epoch=... txid=... hash=... acked=... spooled=...
+ *                       peer=0|1 lag=N writable=0|1 reason=...
  *   checkpoint        PRAGMA wal_checkpoint(TRUNCATE) on the writer
  *   sync on|off       kt_repl_set_synchronous
+ * A commit answered ok passes kt_repl_failpoint("active-before-answer") first: the step between
+ * COMMIT returning and the client's answer, which only the caller of replication/ can reach.
  * The database is DIR/keytrustee.db; replication keeps its files in DIR.
  */
 #include <errno.h>
@@ -44,6 +55,8 @@
 #include "crypto/crypto.h"
 #include "replication/replication.h"
 #include "storage/storage.h"
+
+#define CONTROL_LINE_BYTES 16384
 
 typedef struct node {
     kt_repl *repl;
@@ -158,6 +171,25 @@ static const char *outcome_word(kt_store_status status)
     }
 }
 
+/* The answer to a COMMIT (or an autocommit statement) that returned `rc`. */
+static void answer_commit(node *self, int rc, char *answer, size_t answer_size)
+{
+    if (rc == SQLITE_OK) {
+        kt_repl_failpoint("active-before-answer");
+        (void)snprintf(answer, answer_size, "ok");
+        return;
+    }
+    kt_store_status status =
+        kt_repl_commit_failure(self->repl, sqlite3_extended_errcode(self->writer));
+    (void)snprintf(answer, answer_size, "%s", outcome_word(status));
+    if (status == KT_STORE_ERROR) {
+        (void)snprintf(answer, answer_size, "error %s", sqlite3_errmsg(self->writer));
+    }
+    if (!sqlite3_get_autocommit(self->writer)) {
+        (void)sqlite3_exec(self->writer, "ROLLBACK", NULL, NULL, NULL);
+    }
+}
+
 /* Runs statements as one transaction; the answer names the commit's outcome. */
 static void run_transaction(node *self, sqlite3_stmt *statement, int rows, const char *key,
                             char *answer, size_t answer_size)
@@ -179,16 +211,8 @@ static void run_transaction(node *self, sqlite3_stmt *statement, int rows, const
         (void)sqlite3_exec(self->writer, "ROLLBACK", NULL, NULL, NULL);
         return;
     }
-    rc = sqlite3_exec(self->writer, "COMMIT", NULL, NULL, NULL);
-    if (rc == SQLITE_OK) {
-        (void)snprintf(answer, answer_size, "ok");
-        return;
-    }
-    kt_store_status status = kt_repl_commit_failure(self->repl, sqlite3_extended_errcode(self->writer));
-    (void)snprintf(answer, answer_size, "%s", outcome_word(status));
-    if (!sqlite3_get_autocommit(self->writer)) {
-        (void)sqlite3_exec(self->writer, "ROLLBACK", NULL, NULL, NULL);
-    }
+    answer_commit(self, sqlite3_exec(self->writer, "COMMIT", NULL, NULL, NULL), answer,
+                  answer_size);
 }
 
 static void command_put(node *self, const char *key, const char *value, char *answer,
@@ -219,22 +243,76 @@ static void command_big(node *self, const char *key, int rows, char *answer, siz
     (void)sqlite3_finalize(statement);
 }
 
-/* N single-row commits, one after the other: how many synchronous commits a second. */
+static int compare_doubles(const void *left, const void *right)
+{
+    double a = *(const double *)left, b = *(const double *)right;
+    return (a > b) - (a < b);
+}
+
+static double seconds_since(const struct timespec *start)
+{
+    struct timespec now;
+    (void)clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - start->tv_sec) + (double)(now.tv_nsec - start->tv_nsec) / 1e9;
+}
+
+/* N single-row commits, one after the other, with a TRUNCATE checkpoint every 1,000 as
+ * keytrustee-db's writer does: how many synchronous commits a second, and their latency. */
 static void command_bench(node *self, int commits, char *answer, size_t answer_size)
 {
-    struct timespec start, end;
+    double *latency = calloc(commits > 0 ? (size_t)commits : 1, sizeof *latency);
+    if (latency == NULL || commits <= 0) {
+        free(latency);
+        (void)snprintf(answer, answer_size, "error bench needs a count");
+        return;
+    }
+    struct timespec start, one;
     (void)clock_gettime(CLOCK_MONOTONIC, &start);
     int failed = 0;
     for (int index = 0; index < commits; index++) {
         char key[64];
         (void)snprintf(key, sizeof key, "bench-%d", index);
+        (void)clock_gettime(CLOCK_MONOTONIC, &one);
         command_put(self, key, "value", answer, answer_size);
+        if (index % 1000 == 999 && self->writer != NULL) {
+            (void)sqlite3_exec(self->writer, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
+        }
+        latency[index] = seconds_since(&one) * 1000;
         failed += strcmp(answer, "ok") != 0;
     }
-    (void)clock_gettime(CLOCK_MONOTONIC, &end);
-    double seconds = (double)(end.tv_sec - start.tv_sec) + (end.tv_nsec - start.tv_nsec) / 1e9;
-    (void)snprintf(answer, answer_size, "ok commits=%d failed=%d seconds=%.3f per_second=%.0f",
-                   commits, failed, seconds, seconds > 0 ? commits / seconds : 0.0);
+    double seconds = seconds_since(&start);
+    qsort(latency, (size_t)commits, sizeof *latency, compare_doubles);
+    (void)snprintf(answer, answer_size,
+                   "ok commits=%d failed=%d seconds=%.3f per_second=%.0f p50_ms=%.3f "
+                   "p99_ms=%.3f max_ms=%.3f",
+                   commits, failed, seconds, seconds > 0 ? commits / seconds : 0.0,
+                   latency[commits / 2], latency[(size_t)commits * 99 / 100],
+                   latency[commits - 1]);
+    free(latency);
+}
+
+/* SQL text through the writer as one transaction (a schema change, say); VACUUM, which cannot
+ * run inside a transaction, on its own. */
+static void command_exec(node *self, const char *sql, char *answer, size_t answer_size)
+{
+    if (self->writer == NULL || sql == NULL) {
+        (void)snprintf(answer, answer_size, "error not a writer");
+        return;
+    }
+    bool vacuum = strncmp(sql, "VACUUM", 6) == 0;
+    int rc = vacuum ? SQLITE_OK : sqlite3_exec(self->writer, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    if (rc == SQLITE_OK && !vacuum) {
+        rc = sqlite3_exec(self->writer, sql, NULL, NULL, NULL);
+        if (rc != SQLITE_OK) {
+            (void)snprintf(answer, answer_size, "error %s", sqlite3_errmsg(self->writer));
+            (void)sqlite3_exec(self->writer, "ROLLBACK", NULL, NULL, NULL);
+            return;
+        }
+        rc = sqlite3_exec(self->writer, "COMMIT", NULL, NULL, NULL);
+    } else if (rc == SQLITE_OK) {
+        rc = sqlite3_exec(self->writer, sql, NULL, NULL, NULL);
+    }
+    answer_commit(self, rc, answer, answer_size);
 }
 
 static void command_org(node *self, const char *name, char *answer, size_t answer_size)
@@ -251,6 +329,9 @@ static void command_org(node *self, const char *name, char *answer, size_t answe
     org.created = time(NULL);
     org.state = KT_STATE_ACTIVE;
     kt_store_status status = kt_store_org_add(self->store, &org);
+    if (status == KT_STORE_OK) {
+        kt_repl_failpoint("active-before-answer");
+    }
     if (status == KT_STORE_OK || status == KT_STORE_REFUSED || status == KT_STORE_INDETERMINATE ||
         status == KT_STORE_FULL) {
         (void)snprintf(answer, answer_size, "%s", outcome_word(status));
@@ -310,6 +391,49 @@ static void command_count(node *self, char *answer, size_t answer_size)
     (void)sqlite3_finalize(statement);
 }
 
+static void command_integrity(node *self, char *answer, size_t answer_size)
+{
+    sqlite3 *db = reading_connection(self);
+    sqlite3_stmt *statement = NULL;
+    if (db == NULL ||
+        sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &statement, NULL) != SQLITE_OK ||
+        sqlite3_step(statement) != SQLITE_ROW) {
+        (void)snprintf(answer, answer_size, "error cannot run integrity_check");
+    } else {
+        const unsigned char *first = sqlite3_column_text(statement, 0);
+        bool good = first != NULL && strcmp((const char *)first, "ok") == 0;
+        (void)snprintf(answer, answer_size, "%s %s", good ? "ok" : "error",
+                       first ? (const char *)first : "");
+    }
+    (void)sqlite3_finalize(statement);
+}
+
+/* "present K1 K2 ...": one digit per key, 1 when kv holds it, in one read transaction. */
+static void command_present(node *self, char *keys, char *answer, size_t answer_size)
+{
+    sqlite3 *db = reading_connection(self);
+    sqlite3_stmt *statement = NULL;
+    if (db == NULL ||
+        sqlite3_prepare_v2(db, "SELECT 1 FROM kv WHERE key = ?1", -1, &statement, NULL) !=
+            SQLITE_OK ||
+        sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
+        (void)sqlite3_finalize(statement);
+        (void)snprintf(answer, answer_size, "error cannot read");
+        return;
+    }
+    size_t used = (size_t)snprintf(answer, answer_size, "ok");
+    char *save = NULL;
+    for (char *key = strtok_r(keys, " \n", &save); key && used + 3 < answer_size;
+         key = strtok_r(NULL, " \n", &save)) {
+        (void)sqlite3_bind_text(statement, 1, key, -1, SQLITE_TRANSIENT);
+        bool found = sqlite3_step(statement) == SQLITE_ROW;
+        (void)sqlite3_reset(statement);
+        used += (size_t)snprintf(answer + used, answer_size - used, " %d", found ? 1 : 0);
+    }
+    (void)sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    (void)sqlite3_finalize(statement);
+}
+
 /* BLAKE2b over every row of kv and orgs, in key order: "the same rows" as a single value. */
 static int rows_digest(const char *db_path, char *out, size_t out_size)
 {
@@ -356,18 +480,43 @@ static void command_status(node *self, char *answer, size_t answer_size)
     for (char *at = reason; *at; at++) {
         *at = *at == ' ' ? '_' : *at;
     }
+    char hash[KT_REPL_HASH_HEX_CHARS + 1];
+    kt_repl_position_hex(&status.position, hash);
     (void)snprintf(answer, answer_size,
-                   "ok role=%s state=%s epoch=%llu txid=%llu acked=%llu spooled=%llu peer=%d "
-                   "lag=%llu writable=%d reason=%s",
+                   "ok role=%s state=%s epoch=%llu txid=%llu hash=%s acked=%llu spooled=%llu "
+                   "peer=%d lag=%llu writable=%d reason=%s",
                    kt_repl_role_name(status.role), status.state,
-                   (unsigned long long)status.epoch, (unsigned long long)status.position.txid,
+                   (unsigned long long)status.epoch, (unsigned long long)status.position.txid, hash,
                    (unsigned long long)status.peer_position.txid,
                    (unsigned long long)status.spooled_txid, status.peer_connected ? 1 : 0,
                    (unsigned long long)status.lag_transactions, status.writable ? 1 : 0, reason);
 }
 
+/* The commands whose argument is the rest of the line; false when `line` is none of them. */
+static bool execute_rest(node *self, char *line, char *answer, size_t answer_size)
+{
+    char *rest = strchr(line, ' ');
+    if (rest == NULL) {
+        return false;
+    }
+    *rest++ = '\0';
+    rest[strcspn(rest, "\n")] = '\0';
+    if (strcmp(line, "exec") == 0) {
+        command_exec(self, rest, answer, answer_size);
+    } else if (strcmp(line, "present") == 0) {
+        command_present(self, rest, answer, answer_size);
+    } else {
+        rest[-1] = ' ';
+        return false;
+    }
+    return true;
+}
+
 static void execute(node *self, char *line, char *answer, size_t answer_size)
 {
+    if (execute_rest(self, line, answer, answer_size)) {
+        return;
+    }
     char *words[4] = {NULL, NULL, NULL, NULL};
     char *save = NULL;
     for (int index = 0; index < 4; index++) {
@@ -375,7 +524,9 @@ static void execute(node *self, char *line, char *answer, size_t answer_size)
     }
     const char *command = words[0] ? words[0] : "";
     char hex[KT_REPL_HASH_HEX_CHARS + 1], error[256];
-    if (strcmp(command, "put") == 0 && words[1] && words[2]) {
+    if (strcmp(command, "integrity") == 0) {
+        command_integrity(self, answer, answer_size);
+    } else if (strcmp(command, "put") == 0 && words[1] && words[2]) {
         command_put(self, words[1], words[2], answer, answer_size);
     } else if (strcmp(command, "big") == 0 && words[1] && words[2]) {
         command_big(self, words[1], atoi(words[2]), answer, answer_size);
@@ -436,7 +587,7 @@ static int listen_control(const char *path)
 
 static void serve_client(node *self, int client)
 {
-    char line[1024];
+    char line[CONTROL_LINE_BYTES];
     size_t used = 0;
     while (used < sizeof line - 1) {
         ssize_t got = read(client, line + used, sizeof line - 1 - used);
@@ -449,7 +600,7 @@ static void serve_client(node *self, int client)
         }
     }
     line[used] = '\0';
-    char answer[4096];
+    char answer[CONTROL_LINE_BYTES];
     execute(self, line, answer, sizeof answer);
     size_t length = strlen(answer);
     answer[length++] = '\n';
@@ -547,6 +698,8 @@ static int run(int argc, char **argv)
     if (config.role != KT_REPL_PASSIVE &&
         open_writer(&self, kt_repl_vfs_name(self.repl), error, sizeof error) != 0) {
         fprintf(stderr, "repl_node: %s\n", error);
+        kt_store_close(self.store);
+        (void)sqlite3_close(self.writer);
         kt_repl_stop(self.repl);
         kt_secret_free(key);
         return 1;
@@ -568,35 +721,81 @@ static int run(int argc, char **argv)
     return 0;
 }
 
+/* Sends one command line and reads the one-line answer ("" when the node closed the connection
+ * without one). Returns -1 when the node could not be reached (nothing was sent). */
+static int ask(const char *socket_path, const char *line, char *answer, size_t answer_size)
+{
+    struct sockaddr_un address = {0};
+    address.sun_family = AF_UNIX;
+    (void)snprintf(address.sun_path, sizeof address.sun_path, "%s", socket_path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&address, sizeof address) != 0) {
+        if (fd >= 0) {
+            (void)close(fd);
+        }
+        return -1;
+    }
+    (void)!write(fd, line, strlen(line));
+    size_t used = 0;
+    ssize_t got;
+    while (used < answer_size - 1 &&
+           (got = read(fd, answer + used, answer_size - 1 - used)) > 0) {
+        used += (size_t)got;
+    }
+    answer[used] = '\0';
+    (void)close(fd);
+    return 0;
+}
+
 static int control_command(int argc, char **argv)
 {
     if (argc < 4) {
         return 2;
     }
-    char line[1024] = "";
+    char line[CONTROL_LINE_BYTES] = "";
     for (int index = 3; index < argc; index++) {
         (void)strncat(line, argv[index], sizeof line - strlen(line) - 2);
         (void)strncat(line, index + 1 < argc ? " " : "\n", sizeof line - strlen(line) - 1);
     }
-    struct sockaddr_un address = {0};
-    address.sun_family = AF_UNIX;
-    (void)snprintf(address.sun_path, sizeof address.sun_path, "%s", argv[2]);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&address, sizeof address) != 0) {
+    char answer[CONTROL_LINE_BYTES];
+    if (ask(argv[2], line, answer, sizeof answer) != 0) {
         printf("error cannot reach %s\n", argv[2]);
         return 1;
     }
-    (void)!write(fd, line, strlen(line));
-    char answer[4096];
-    size_t used = 0;
-    ssize_t got;
-    while (used < sizeof answer - 1 && (got = read(fd, answer + used, sizeof answer - 1 - used)) > 0) {
-        used += (size_t)got;
-    }
-    answer[used] = '\0';
-    (void)close(fd);
     fputs(answer, stdout);
     return strncmp(answer, "ok", 2) == 0 ? 0 : 1;
+}
+
+/* repl_node write SOCKET PREFIX COUNT OUTFILE [BIG_EVERY]: COUNT writes one after the other, each
+ * answer appended to OUTFILE as "KEY ANSWER" as soon as it arrives (none: sent, no answer;
+ * unsent: the node could not be reached, the write never left). Every BIG_EVERY-th write is a
+ * transaction larger than the page cache. Stops after the first write that got no answer. */
+static int write_command(int argc, char **argv)
+{
+    if (argc < 6) {
+        return 2;
+    }
+    int count = atoi(argv[4]), big_every = argc > 6 ? atoi(argv[6]) : 0;
+    FILE *out = fopen(argv[5], "ae");
+    if (out == NULL) {
+        return 1;
+    }
+    for (int index = 1; index <= count; index++) {
+        char line[300], answer[256], key[200];
+        (void)snprintf(key, sizeof key, "%s-%d", argv[3], index);
+        bool big = big_every > 0 && index % big_every == 0;
+        (void)snprintf(line, sizeof line, big ? "big %s 40\n" : "put %s v%d\n", key, index);
+        int reached = ask(argv[2], line, answer, sizeof answer);
+        answer[strcspn(answer, " \n")] = '\0';
+        const char *word = reached != 0 ? "unsent" : answer[0] ? answer : "none";
+        /* a big write's rows are KEY-0 ... KEY-39: the first one stands for the transaction */
+        fprintf(out, "%s%s %s\n", key, big ? "-0" : "", word);
+        (void)fflush(out);
+        if (reached != 0 || answer[0] == '\0') {
+            break;
+        }
+    }
+    return fclose(out) == 0 ? 0 : 1;
 }
 
 static int basecopy_command(int argc, char **argv)
@@ -663,6 +862,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(command, "ctl") == 0) {
         return control_command(argc, argv);
+    }
+    if (strcmp(command, "write") == 0) {
+        return write_command(argc, argv);
     }
     if (strcmp(command, "basecopy") == 0) {
         return basecopy_command(argc, argv);
