@@ -353,7 +353,13 @@ static int handshake(repl_session *session)
 
 /* ---- streaming ------------------------------------------------------------------------------ */
 
-typedef enum stream_work { WORK_NONE, WORK_LOGGED, WORK_INFLIGHT, WORK_CONFIRM } stream_work;
+typedef enum stream_work {
+    WORK_NONE,
+    WORK_LOGGED,
+    WORK_INFLIGHT,
+    WORK_CONFIRM,
+    WORK_HANDOVER
+} stream_work;
 
 /* Holds repl->mutex. Picks the most urgent thing to send. */
 static stream_work pick_work(repl_session *session, unsigned char **message, size_t *length,
@@ -375,6 +381,11 @@ static stream_work pick_work(repl_session *session, unsigned char **message, siz
     if (session->confirm_sent < tip.txid) {
         *confirm = tip;
         return WORK_CONFIRM;
+    }
+    if (repl->handover_wanted && !repl->handover_sent && !inflight->active &&
+        repl->peer_acked.txid == tip.txid) { /* switchover: the passive holds everything */
+        *confirm = tip;
+        return WORK_HANDOVER;
     }
     return WORK_NONE;
 }
@@ -446,6 +457,14 @@ static int do_work(repl_session *session, stream_work work, unsigned char *messa
         result = send_position(session, REPL_MSG_CONFIRM, confirm);
         if (result == 0) {
             session->confirm_sent = confirm->txid;
+        }
+        break;
+    case WORK_HANDOVER:
+        result = send_position(session, REPL_MSG_HANDOVER, confirm);
+        if (result == 0) {
+            (void)pthread_mutex_lock(&session->repl->mutex);
+            session->repl->handover_sent = true;
+            (void)pthread_mutex_unlock(&session->repl->mutex);
         }
         break;
     case WORK_NONE:
