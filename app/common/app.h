@@ -84,7 +84,8 @@
  *
  *   Error codes: bad_request, not_found, conflict, passive (this node is the passive; the response
  *   also carries active_url), write_unavailable (the pair cannot make a write durable on both nodes
- *   now; retry later), indeterminate (the write may or may not have been committed; the nodes
+ *   now; retry later), fenced (this node was an active and
+ *   another node was promoted under a newer epoch: it takes no writes, ever), indeterminate (the write may or may not have been committed; the nodes
  *   settle it when they reconnect), disk_full, audit_unavailable (an operator-tool request that
  *   the audit log cannot record now, so it was not performed), internal.
  */

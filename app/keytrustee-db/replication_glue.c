@@ -271,6 +271,13 @@ bool kt_replication_glue_writable(const kt_replication_glue *glue, const char **
     kt_repl_get_status(glue->replication, &status);
     if (status.writable)
         return true;
+    if (strcmp(status.state, "fenced") == 0) {
+        *reason = "fenced";
+        *message = "this node is fenced: another node was promoted to active under a newer "
+                   "epoch, so this one takes no writes; write to the active, and rebuild this "
+                   "node as its passive (ktadmin init-slave --master ACTIVE)";
+        return false;
+    }
     snprintf(sentence, sizeof sentence,
              "writes are refused because the pair cannot store them on both nodes now (%s); "
              "existing keys can still be read, retry the write later",

@@ -66,7 +66,7 @@ const char *kt_replication_glue_writer_vfs(const kt_replication_glue *glue);
  * needs); called once, from the thread that opened it, before the writer thread starts. */
 void kt_replication_glue_attach_writer(kt_replication_glue *glue, kt_store *writer);
 /* Whether this node accepts writes now; when not, *reason is an admin error code
- * ("passive", "write_unavailable") and *message a sentence for the client. */
+ * ("passive", "write_unavailable", "fenced") and *message a sentence for the client. */
 bool kt_replication_glue_writable(const kt_replication_glue *glue, const char **reason,
                                   const char **message);
 /* A passive runs no writer: replication/ applies what the active ships. */

@@ -14,7 +14,8 @@
  * committed the write before the connection broke. A write therefore moves only when
  *   - nothing was sent (the connection or the TLS handshake failed),
  *   - the node's keytrusteed answered 503 "unavailable" (its database service is down: the write
- *     never reached a database), or
+ *     never reached a database) or 503 "fenced" (an old active that another node replaced: it
+ *     refused the write before storing anything), or
  *   - the node is the passive (503 "passive"): it names the active, and the write goes there when
  *     that is the other configured server (a node naming a server this client was not registered
  *     with is not followed: that could send keys anywhere). A passive that names no active leaves
@@ -50,7 +51,7 @@ bool kt_failover_unhealthy(const kt_attempt_outcome *outcome)
 static bool unreachable_for_write(const kt_attempt_outcome *outcome)
 {
     return (transport_failed(outcome) && !outcome->sent) ||
-           answered_code(outcome, 503, "unavailable");
+           answered_code(outcome, 503, "unavailable") || answered_code(outcome, 503, "fenced");
 }
 
 static bool is_passive_refusal(const kt_attempt_outcome *outcome)

@@ -91,6 +91,12 @@ static kt_client_status describe_unavailable(const kt_url *server,
         return kt_client_fail(KT_CLIENT_UNAVAILABLE, error, error_size,
                               "write refused: the key server pair is degraded (the other node is "
                               "down); existing keys can still be read; retry later");
+    if (strcmp(code, "fenced") == 0)
+        return kt_client_fail(KT_CLIENT_UNAVAILABLE, error, error_size,
+                              "write refused: %s is fenced: another node was promoted to active "
+                              "under a newer epoch and this one takes no writes; existing keys "
+                              "can still be read; register with --server set to the active",
+                              server->text);
     if (strcmp(code, "indeterminate") == 0)
         return kt_client_fail(KT_CLIENT_UNAVAILABLE, error, error_size,
                               "the write may or may not have been committed; the nodes settle it "

@@ -176,10 +176,11 @@ for _ in $(seq 1 100); do [ "$(stale_state)" = fenced ] && { fenced=yes; break; 
 check "the old active, started from its old home, is fenced by the new epoch" test "$fenced" = yes
 "$KTCLIENT" --confdir "$KT_WORK/only_a" put --handle stale1 --file "$KT_WORK/keys/k1" >/dev/null 2>"$KT_WORK/stale_put.err"
 check "a write to it is refused (exit 3)" test $? -eq 3
+check "ktclient says the node is fenced" grep -q "is fenced: another node was promoted" "$KT_WORK/stale_put.err"
 curl -s --cacert "$STALE/.keytrustee/.ssl/ssl-cert-keytrustee-ca.pem" -o "$KT_WORK/stale_health.json" -w '%{http_code}' \
   "https://$A_ADDRESS:$HTTPS_PORT/v1/health?write=1" >"$KT_WORK/stale_health.code" 2>/dev/null
 check "it answers 503 to writes" test "$(cat "$KT_WORK/stale_health.code")" = 503
-check "and says why: fenced" grep -q fenced "$KT_WORK/stale_health.json"
+check "and says why: fenced" grep -q '"reason":"fenced"' "$KT_WORK/stale_health.json"
 sed 's/^/#   /' "$KT_WORK/stale_put.err"
 KEYTRUSTEE_HOME=$STALE "$KT_BIN/keytrustee-orgtool" add -n stale-org -c x@example.com >"$KT_WORK/stale_org.out" 2>&1
 check "an operator write to it is refused too" test $? -ne 0
