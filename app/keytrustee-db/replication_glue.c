@@ -334,10 +334,16 @@ bool kt_replication_glue_active_reachable(const kt_replication_glue *glue,
 }
 
 int kt_replication_glue_hand_over(kt_replication_glue *glue, const char *new_active_url,
-                                  int timeout_ms, char *error, size_t error_size)
+                                  int timeout_ms, int (*flush)(void *context),
+                                  void *flush_context, char *error, size_t error_size)
 {
     snprintf(glue->handover_url, sizeof glue->handover_url, "%s", new_active_url);
     atomic_store(&glue->draining, true);
+    if (flush(flush_context) != 0) {
+        atomic_store(&glue->draining, false);
+        snprintf(error, error_size, "the writer could not finish the writes under way");
+        return -1;
+    }
     if (kt_repl_hand_over(glue->replication, timeout_ms, error, error_size) != 0) {
         atomic_store(&glue->draining, false);
         return -1;

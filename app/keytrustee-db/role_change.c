@@ -109,6 +109,25 @@ static int url_host(const char *url, char *host, size_t host_size)
     return 0;
 }
 
+/* Runs on the writer thread in a batch of its own: once it returns, every write queued before
+ * the hand-over began has been committed (or refused) and answered. */
+static kt_store_status writer_barrier(kt_store *store, void *arguments)
+{
+    (void)store;
+    (void)arguments;
+    return KT_STORE_OK;
+}
+
+static int writer_barrier_run(void *context)
+{
+    kt_db_service *service = context;
+    char message[256];
+    return kt_writer_run(service->writer, "switchover", writer_barrier, NULL, message,
+                         sizeof message) == KT_STORE_OK
+               ? 0
+               : -1;
+}
+
 json_t *kt_switchover_handle(kt_db_session *session, const json_t *request)
 {
     kt_db_service *service = session->service;
@@ -142,12 +161,14 @@ json_t *kt_switchover_handle(kt_db_session *session, const json_t *request)
     if (refusal != NULL)
         return refusal;
     snprintf(change.active_url, sizeof change.active_url, "%s", url);
-    /* The writer runs only after the writable check, so once draining is set no new batch starts;
-     * a batch already committing finishes first (kt_repl_hand_over waits for the passive's
-     * acknowledgement of the log's tip, which includes it). */
+    /* Writes reach the writer only after the writable check, which answers "passive" from the
+     * moment the hand-over begins; a write that passed the check just before is flushed by the
+     * barrier, and kt_repl_hand_over then waits for the passive's acknowledgement of the log's
+     * tip, which includes it. (A write the barrier missed would still be safe: it can commit only
+     * once the passive spooled it, and a promotion keeps every spooled transaction.) */
     char error[512];
-    if (kt_replication_glue_hand_over(service->replication, url, HANDOVER_TIMEOUT_MS, error,
-                                      sizeof error) != 0)
+    if (kt_replication_glue_hand_over(service->replication, url, HANDOVER_TIMEOUT_MS,
+                                      writer_barrier_run, service, error, sizeof error) != 0)
         return kt_response_error("write_unavailable", "switchover abandoned: %s", error);
     if (!request_change(service, &change))
         return kt_response_error("conflict", "a role change is already under way");

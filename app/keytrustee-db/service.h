@@ -79,10 +79,12 @@ bool kt_replication_glue_active_reachable(const kt_replication_glue *glue,
                                           const kt_db_settings *settings, char *where,
                                           size_t where_size);
 /* Active, for `ktadmin switchover`: stops taking writes (they are answered "passive", naming
- * `new_active_url`), waits until the passive acknowledged every committed transaction and tells
- * it to take over. 0, or -1 with a sentence (writes are taken again then). */
+ * `new_active_url`), calls `flush` (which must return once the writes already queued are
+ * answered), waits until the passive acknowledged every committed transaction and tells it to
+ * take over. 0, or -1 with a sentence (writes are taken again then). */
 int kt_replication_glue_hand_over(kt_replication_glue *glue, const char *new_active_url,
-                                  int timeout_ms, char *error, size_t error_size);
+                                  int timeout_ms, int (*flush)(void *context),
+                                  void *flush_context, char *error, size_t error_size);
 /* The new active's URL while a hand-over is under way (writes are answered "passive" naming
  * it), NULL otherwise. */
 const char *kt_replication_glue_handover_url(const kt_replication_glue *glue);

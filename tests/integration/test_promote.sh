@@ -15,7 +15,9 @@
 #      pointer;
 #   5. `ktadmin switchover` while a client writes continuously: roles swap (status on both, a new
 #      epoch), every acknowledged write is on both nodes exactly once, writes resume on the new
-#      active.
+#      active;
+#   6. `ktadmin promote --force` while the active runs: the running old active is fenced within a
+#      second and refuses writes; a client with both URLs is sent on to the new active.
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/pair.sh"
 
@@ -246,5 +248,18 @@ check "writes after the switchover go through" put_keys r1
 check "and reach both nodes" bash -c "'$KTCLIENT' --confdir '$KT_WORK/only_b' get --handle r1 | cmp -s - '$KT_WORK/keys/r1'"
 switch_back=$(on_node b "$KTADMIN" switchover --new-active-url "$A_URL" 2>&1)
 check "switchover on the passive is refused" bash -c "echo '$switch_back' | grep -q 'run switchover on the active'"
+
+# ---- 6. promote --force while the active runs: the old active is fenced at once ---------------
+
+on_node b "$KTADMIN" promote --force >"$KT_WORK/promote_force.out" 2>&1
+check "promote --force on the passive succeeds while the active runs" test $? -eq 0
+check "keytrustee02 is the active" role_is b active
+check "under a newer epoch" test "$(epoch_of b)" -eq $((epoch_switch + 1))
+check "the running old active is fenced" pair_wait_state a fenced
+check "which refuses writes as fenced" \
+  bash -c "'$KTCLIENT' --confdir '$KT_WORK/only_a' put --handle forced1 --file '$KT_WORK/keys/k1' 2>&1 >/dev/null | grep -q 'is fenced'"
+check "a client with both URLs is sent on to the new active" put_keys s1
+check "every acknowledged key is on the new active" every_key_on b
+check "the fenced node's refused write is on neither" bash -c "$(declare -f absent_on); KT_WORK='$KT_WORK' KTCLIENT='$KTCLIENT'; absent_on a forced1 && absent_on b forced1"
 
 kt_finish
