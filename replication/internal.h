@@ -395,7 +395,11 @@ int repl_decode_basecopy_begin(const unsigned char *data, size_t length,
 
 /* ---- channel.c ------------------------------------------------------------------------------ */
 
-enum repl_purpose { REPL_PURPOSE_STREAM = 1, REPL_PURPOSE_BASECOPY = 2 };
+enum repl_purpose {
+    REPL_PURPOSE_STREAM = 1,
+    REPL_PURPOSE_BASECOPY = 2,
+    REPL_PURPOSE_FENCE = 3 /* a promoted node presents its epoch (promote.c, walsender.c) */
+};
 
 #define REPL_MAX_MESSAGE_BYTES (512u * 1024u * 1024u)
 /* The most page data one transaction may change: its TX message must fit in the above. */

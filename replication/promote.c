@@ -24,9 +24,11 @@
  *      active (keytrustee-db: keytrustee-db.conf) and starts the node as the active.
  *
  * Fencing: an old active that comes back does not know a newer epoch exists until someone tells
- * it. kt_repl_fence_peer connects to it as a passive would and presents this node's epoch; the
- * old active's handshake (walsender.c, decide) then enters the state "fenced" and refuses every
- * write from then on. Nothing is sent but the position message.
+ * it. kt_repl_fence_peer connects to it for the purpose "fence" and presents this node's epoch;
+ * an older active (walsender.c, serve_fence) enters the state "fenced" and refuses every write
+ * from then on. Nothing is sent but the position message, and the peer compares only epochs: a
+ * fence connection never replaces its link to a passive nor settles anything, so probing a
+ * healthy active of the same or a newer epoch does it no harm.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -248,7 +250,7 @@ int kt_repl_fence_peer(kt_repl *repl, const char *host, const char *port, char *
         port = KT_REPL_DEFAULT_PORT;
     }
     if (repl_channel_connect(&channel, host, port, repl->pair_key,
-                             REPL_PURPOSE_STREAM, FENCE_CONNECT_TIMEOUT_MS, error,
+                             REPL_PURPOSE_FENCE, FENCE_CONNECT_TIMEOUT_MS, error,
                              error_size) != 0) {
         return 0; /* nobody there: nothing to fence */
     }
