@@ -24,7 +24,9 @@
  *      active had in flight when it stopped is committed when the passive holds it, dropped
  *      otherwise (docs/replication.md, "Settling").
  *   5. Each node carries an epoch; a passive never acknowledges an active of an older epoch, and
- *      an active that meets a newer epoch stops taking writes (state "fenced").
+ *      an active that meets a newer epoch stops taking writes (state "fenced"). Only a promotion
+ *      (kt_repl_promote) makes a new epoch; the promoted node tells the old active with
+ *      kt_repl_fence_peer.
  *   6. The same position (epoch, txid, chain hash) means the same database content: compare with
  *      kt_repl_database_checksum (page 1's change counters are masked).
  *

@@ -13,6 +13,8 @@
  *   backup.c            the backup op (a consistent copy for `ktadmin backup`), last_backup
  *   audit.c             the audit events of operator requests (app/common/audit.c writes them)
  *   replication_glue.c  the seam where replication/ plugs into the writer and the status
+ *   role_change.c       `ktadmin promote` and `switchover`: the ops, and the change main carries
+ *                       out between a stop and a start of everything
  *
  * Nothing here is visible outside keytrustee-db.
  */
