@@ -715,6 +715,7 @@ TEST(failover_writes_move_only_when_nothing_was_stored)
     kt_attempt_outcome cut_after_send = no_answer(0, KT_TLS_CLOSED, true);
     kt_attempt_outcome timeout_after_send = no_answer(0, KT_TLS_TIMEOUT, true);
     kt_attempt_outcome database_down = answer(0, 503, "unavailable", NULL);
+    kt_attempt_outcome fenced = answer(0, 503, "fenced", NULL);
     kt_attempt_outcome indeterminate = answer(0, 503, "indeterminate", NULL);
     kt_attempt_outcome degraded = answer(0, 503, "write_unavailable", NULL);
     kt_attempt_outcome internal = answer(0, 500, "internal", NULL);
@@ -722,6 +723,7 @@ TEST(failover_writes_move_only_when_nothing_was_stored)
     CHECK_EQ_INT(kt_failover_next(true, &refused, &other), KT_FAILOVER_OTHER);
     CHECK_EQ_INT(kt_failover_next(true, &handshake, &other), KT_FAILOVER_OTHER);
     CHECK_EQ_INT(kt_failover_next(true, &database_down, &other), KT_FAILOVER_OTHER);
+    CHECK_EQ_INT(kt_failover_next(true, &fenced, &other), KT_FAILOVER_OTHER); /* old active */
     CHECK_EQ_INT(kt_failover_next(true, &cut_after_send, &other), KT_FAILOVER_STOP);
     CHECK_EQ_INT(kt_failover_next(true, &timeout_after_send, &other), KT_FAILOVER_STOP);
     CHECK_EQ_INT(kt_failover_next(true, &indeterminate, &other), KT_FAILOVER_STOP);
