@@ -21,6 +21,11 @@
  *     with is not followed: that could send keys anywhere). A passive that names no active leaves
  *     the other configured server as the only candidate.
  *
+ * Role change: while `ktadmin switchover` hands the active role over, each node may for a moment
+ * answer "passive" naming the other, or one of them may be restarting (503 "unavailable") while
+ * the other names it. Nothing was stored; a write that met exactly that starts over once after a
+ * second (kt_failover_role_change), so clients that know both nodes keep working through it.
+ *
  * Degraded: writes need both nodes (the seed: "New write operations ... are not allowed unless
  * both Key Trustee Servers are operational"). A write refused for that reason is recognised from
  * the answers: an active that says write_unavailable (its peer is down), or one node unreachable
@@ -85,6 +90,27 @@ static size_t peer_of(size_t server, size_t server_count)
 static bool names_as_active(const kt_attempt_outcome *passive, const kt_url *server)
 {
     return !passive->has_active || kt_url_same(&passive->active, server);
+}
+
+/* The node said it is the passive and named the other configured server as the active. */
+static bool points_to_other(const kt_url *servers, const kt_attempt_outcome *outcome)
+{
+    return is_passive_refusal(outcome) && outcome->has_active &&
+           kt_url_same(&outcome->active, &servers[1 - outcome->server]);
+}
+
+bool kt_failover_role_change(const kt_url *servers, size_t server_count,
+                             const kt_attempt_outcome *outcomes, size_t count)
+{
+    if (server_count != 2 || count != 2 || outcomes[0].server == outcomes[1].server)
+        return false;
+    for (size_t index = 0; index < 2; index++) {
+        const kt_attempt_outcome *other = &outcomes[1 - index];
+        if (points_to_other(servers, &outcomes[index]) &&
+            (points_to_other(servers, other) || answered_code(other, 503, "unavailable")))
+            return true;
+    }
+    return false;
 }
 
 bool kt_failover_degraded(const kt_url *servers, size_t server_count,

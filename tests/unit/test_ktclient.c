@@ -733,6 +733,29 @@ TEST(failover_writes_move_only_when_nothing_was_stored)
     CHECK_EQ_INT(kt_failover_next(true, &refused, NULL), KT_FAILOVER_STOP);
 }
 
+TEST(failover_a_write_meeting_a_role_change_starts_over_once)
+{
+    kt_url servers[2] = {url_of("https://kt01.example.com:11371"),
+                         url_of("https://kt02.example.com:11371")};
+    kt_attempt_outcome ping[2] = {answer(0, 503, "passive", "https://kt02.example.com:11371"),
+                                  answer(1, 503, "passive", "https://kt01.example.com:11371")};
+    CHECK(kt_failover_role_change(servers, 2, ping, 2));
+    kt_attempt_outcome restarting[2] = {answer(0, 503, "passive", "https://kt02.example.com:11371"),
+                                        answer(1, 503, "unavailable", NULL)};
+    CHECK(kt_failover_role_change(servers, 2, restarting, 2));
+    kt_attempt_outcome stranger[2] = {answer(0, 503, "passive", "https://evil.example.com"),
+                                      answer(1, 503, "passive", "https://kt01.example.com:11371")};
+    CHECK(!kt_failover_role_change(servers, 2, stranger, 2));
+    kt_attempt_outcome dead[2] = {no_answer(0, KT_TLS_CONNECT_FAILED, false),
+                                  answer(1, 503, "passive", "https://kt01.example.com:11371")};
+    CHECK(!kt_failover_role_change(servers, 2, dead, 2)); /* a dead active: exit 3 at once */
+    kt_attempt_outcome degraded[2] = {answer(0, 503, "write_unavailable", NULL),
+                                      answer(1, 503, "passive", "https://kt01.example.com:11371")};
+    CHECK(!kt_failover_role_change(servers, 2, degraded, 2));
+    CHECK(!kt_failover_role_change(servers, 2, ping, 1));
+    CHECK(!kt_failover_role_change(servers, 1, ping, 2));
+}
+
 TEST(failover_writes_follow_a_passive_only_to_the_other_configured_server)
 {
     kt_url other = url_of("https://kt02.example.com:11371");
