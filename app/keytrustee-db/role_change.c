@@ -47,8 +47,10 @@ static bool request_change(kt_db_service *service, const kt_role_change *change)
 {
     (void)pthread_mutex_lock(&service->role_mutex);
     bool free_slot = service->role_change.kind == KT_ROLE_CHANGE_NONE;
-    if (free_slot)
+    if (free_slot) {
         service->role_change = *change;
+        service->role_change_error[0] = '\0'; /* the status must not show an older failure */
+    }
     (void)pthread_mutex_unlock(&service->role_mutex);
     if (free_slot && kill(getpid(), SIGUSR1) != 0)
         kt_log(KT_LOG_ERROR, "cannot signal the main thread for the role change");
