@@ -233,6 +233,7 @@ acked_at_switch=$(count_of loop2 ok)
 sleep 2
 stop_writer loop2
 echo "# switchover under load: $(count_of loop2 ok) writes acknowledged, $(count_of loop2 refused) refused (during the hand-over)"
+sort "$KT_WORK/loop2.err" 2>/dev/null | uniq -c | sed 's/^/#   refused: /' | head -5
 check "writes resumed on the new active" test "$(count_of loop2 ok)" -gt "$acked_at_switch"
 check "status: keytrustee01 is the active again" role_is a active
 check "status: keytrustee02 is its passive" role_is b passive
