@@ -6,7 +6,8 @@
  * REPL_MAX_MESSAGE_BYTES plus overhead; a longer length closes the connection.
  *
  * Handshake (cleartext frames)
- *   client → server  HELLO      "KTREPL1\0", u8 purpose (stream or base copy), client nonce (32)
+ *   client → server  HELLO      "KTREPL1\0", u8 purpose (stream, base copy or fence),
+ *                               client nonce (32)
  *   server → client  CHALLENGE  "KTREPL1\0", server nonce (32), server proof (32)
  *   client → server  PROOF      client proof (32), sent before checking the server's so that
  *                               both sides can log a key mismatch
@@ -366,7 +367,8 @@ static int server_handshake(repl_channel *channel, const kt_secret *pair_key, ui
         return -1;
     }
     if (memcmp(hello, HELLO_MAGIC, 8) != 0 ||
-        (hello[8] != REPL_PURPOSE_STREAM && hello[8] != REPL_PURPOSE_BASECOPY)) {
+        (hello[8] != REPL_PURPOSE_STREAM && hello[8] != REPL_PURPOSE_BASECOPY &&
+         hello[8] != REPL_PURPOSE_FENCE)) {
         channel_fail(channel, "refused replication peer %s: not a keytrustee replication client",
                      channel->peer);
         return -1;

@@ -333,6 +333,8 @@ enum repl_message_type {
     REPL_MSG_BASECOPY_BEGIN,
     REPL_MSG_BASECOPY_CHUNK,
     REPL_MSG_BASECOPY_END,
+    REPL_MSG_HANDOVER,      /* active → passive (switchover): committed up to (txid, hash), no
+                               more writes here, take over (promote.c) */
 };
 
 enum repl_decision_kind { REPL_DECIDE_STREAM = 1, REPL_DECIDE_BASECOPY, REPL_DECIDE_REFUSE };
@@ -393,7 +395,11 @@ int repl_decode_basecopy_begin(const unsigned char *data, size_t length,
 
 /* ---- channel.c ------------------------------------------------------------------------------ */
 
-enum repl_purpose { REPL_PURPOSE_STREAM = 1, REPL_PURPOSE_BASECOPY = 2 };
+enum repl_purpose {
+    REPL_PURPOSE_STREAM = 1,
+    REPL_PURPOSE_BASECOPY = 2,
+    REPL_PURPOSE_FENCE = 3 /* a promoted node presents its epoch (promote.c, walsender.c) */
+};
 
 #define REPL_MAX_MESSAGE_BYTES (512u * 1024u * 1024u)
 /* The most page data one transaction may change: its TX message must fit in the above. */
@@ -536,6 +542,10 @@ struct kt_repl {
     kt_repl_position active_tip;
     bool needs_basecopy;        /* no usable database, log or state: ask for a full copy */
     int64_t last_heard_ms;
+
+    /* switchover (promote.c): the active wants to hand over / has sent HANDOVER; the passive
+       received it for its spool's tip */
+    bool handover_wanted, handover_sent, handover_received;
 };
 
 /* state.c: the one function that changes repl->state (caller holds repl->mutex). */

@@ -393,6 +393,7 @@ void kt_repl_get_status(kt_repl *repl, kt_repl_status *status)
     status->state = repl_state_name(repl->state);
     status->epoch = repl->epoch;
     status->synchronous = repl->synchronous;
+    status->handover_requested = repl->handover_received;
     (void)snprintf(status->peer_address, sizeof status->peer_address, "%s", repl->peer_address);
     if (repl->role == KT_REPL_PASSIVE) {
         passive_status(repl, status);

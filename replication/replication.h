@@ -24,7 +24,9 @@
  *      active had in flight when it stopped is committed when the passive holds it, dropped
  *      otherwise (docs/replication.md, "Settling").
  *   5. Each node carries an epoch; a passive never acknowledges an active of an older epoch, and
- *      an active that meets a newer epoch stops taking writes (state "fenced").
+ *      an active that meets a newer epoch stops taking writes (state "fenced"). Only a promotion
+ *      (kt_repl_promote) makes a new epoch; the promoted node tells the old active with
+ *      kt_repl_fence_peer.
  *   6. The same position (epoch, txid, chain hash) means the same database content: compare with
  *      kt_repl_database_checksum (page 1's change counters are masked).
  *
@@ -144,6 +146,7 @@ typedef struct kt_repl_status {
     bool synchronous;
     bool writable;               /* can a commit succeed now */
     char reason[160];            /* why not writable, "" when writable */
+    bool handover_requested;     /* passive: the active handed over (kt_repl_hand_over): promote */
 } kt_repl_status;
 
 void kt_repl_get_status(kt_repl *repl, kt_repl_status *status);
@@ -163,6 +166,42 @@ int kt_repl_base_copy(const kt_repl_config *config, char *error, size_t error_si
  * version-valid-for) masked. Two nodes at the same position give the same checksum. */
 int kt_repl_database_checksum(const char *database_path, char out[KT_REPL_HASH_HEX_CHARS + 1],
                               char *error, size_t error_size);
+
+/* ---- Promotion and fencing (`ktadmin promote`, `ktadmin switchover`; promote.c) ------------ */
+
+typedef struct kt_repl_promotion {
+    uint64_t epoch;                /* the new epoch: the old one + 1 */
+    kt_repl_position position;     /* where the new active starts (its epoch: the new one) */
+    uint64_t applied_at_promotion; /* spooled transactions applied by the promotion */
+    uint64_t kept_unconfirmed;     /* of those, how many the old active had not confirmed */
+} kt_repl_promotion;
+
+/* Turns a STOPPED passive's state directory into an active's, under a new epoch: applies every
+ * transaction of its spool, confirmed or not (an unconfirmed one may have been answered ok: the
+ * active answers after the passive's acknowledgement, before its confirmation; a refused write
+ * never reaches the spool), checkpoints, writes epoch + 1, and starts an empty log at the spool's
+ * tip. Afterwards start the node with role KT_REPL_ACTIVE. Uses database_path, state_directory
+ * and log of `config`; no kt_repl may be running on the directory and no connection may have the
+ * database open. Returns 0, or -1 with one sentence in `error` (nothing changed when the node had
+ * no usable history; otherwise it stays a consistent passive and the call can be repeated). */
+int kt_repl_promote(const kt_repl_config *config, kt_repl_promotion *result, char *error,
+                    size_t error_size);
+
+/* Active, for a switchover. The caller must have stopped every commit first (no write may start
+ * after this call). Waits until the passive has acknowledged the last committed transaction, then
+ * sends it HANDOVER (which also confirms everything); the passive's status then says
+ * handover_requested, and it should be promoted with kt_repl_promote. Returns 0 once HANDOVER is
+ * sent, or -1 with a sentence when no passive in sync took it within `timeout_ms` (the node then
+ * goes on as before). After 0, stop this node and start it as a passive of the new active. */
+int kt_repl_hand_over(kt_repl *repl, int timeout_ms, char *error, size_t error_size);
+
+/* Active: connects to `host`:`port` (NULL: KT_REPL_DEFAULT_PORT) as a passive would and presents
+ * this node's epoch, so that an older active listening there enters the state "fenced" and takes
+ * no more writes (guarantee 5). Returns 1 when the peer answered as an older active (it is fenced
+ * now), 0 when nobody answers there, -1 with a sentence in `error` otherwise (e.g. the peer
+ * claims the same or a newer epoch). */
+int kt_repl_fence_peer(kt_repl *repl, const char *host, const char *port, char *error,
+                       size_t error_size);
 
 /* ---- Failpoints (tests) ---------------------------------------------------------------------- */
 

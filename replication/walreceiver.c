@@ -414,6 +414,21 @@ static int handle_message(receiver *session, uint8_t type, const unsigned char *
         }
         note_active_tip(session, &ack.position);
         return 0;
+    case REPL_MSG_HANDOVER: /* switchover: everything is confirmed, this node takes over */
+        if (repl_decode_ack(payload, length, &ack) != 0 ||
+            confirm(session, &ack.position, true) != 0) {
+            repl_log(&session->repl->logger, KT_REPL_LOG_WARNING,
+                     "replication: a hand-over from the active could not be taken");
+            return -1;
+        }
+        note_active_tip(session, &ack.position);
+        (void)pthread_mutex_lock(&session->repl->mutex);
+        session->repl->handover_received = true;
+        (void)pthread_mutex_unlock(&session->repl->mutex);
+        repl_log(&session->repl->logger, KT_REPL_LOG_INFO,
+                 "replication: the active handed over at transaction %llu",
+                 (unsigned long long)ack.position.txid);
+        return 0;
     default:
         repl_log(&session->repl->logger, KT_REPL_LOG_WARNING,
                  "replication: the active sent unexpected message type %u", type);

@@ -5,8 +5,10 @@
  * The listener accepts connections and gives each a session thread, so that a slow or hostile
  * peer never holds up the port. It also compacts the log (at most once a second), off the commit
  * path. A session authenticates the peer (channel.c) and then serves one
- * of two purposes:
+ * of three purposes:
  *   base copy  a full copy for `ktadmin init-slave` (basecopy.c), then the connection ends;
+ *   fence      a promoted node presents its epoch (promote.c); a newer one fences this node
+ *              (serve_fence), then the connection ends;
  *   stream     the passive's connection: handshake, then streaming for as long as it lives.
  * At most one stream session is "the link": a newer authenticated passive connection replaces
  * the older one (the old one is presumed dead; the passive only ever has one).
@@ -360,7 +362,13 @@ static int handshake(repl_session *session)
 
 /* ---- streaming ------------------------------------------------------------------------------ */
 
-typedef enum stream_work { WORK_NONE, WORK_LOGGED, WORK_INFLIGHT, WORK_CONFIRM } stream_work;
+typedef enum stream_work {
+    WORK_NONE,
+    WORK_LOGGED,
+    WORK_INFLIGHT,
+    WORK_CONFIRM,
+    WORK_HANDOVER
+} stream_work;
 
 /* Holds repl->mutex. Picks the most urgent thing to send. */
 static stream_work pick_work(repl_session *session, unsigned char **message, size_t *length,
@@ -382,6 +390,11 @@ static stream_work pick_work(repl_session *session, unsigned char **message, siz
     if (session->confirm_sent < tip.txid) {
         *confirm = tip;
         return WORK_CONFIRM;
+    }
+    if (repl->handover_wanted && !repl->handover_sent && !inflight->active &&
+        repl->peer_acked.txid == tip.txid) { /* switchover: the passive holds everything */
+        *confirm = tip;
+        return WORK_HANDOVER;
     }
     return WORK_NONE;
 }
@@ -466,6 +479,14 @@ static int do_work(repl_session *session, stream_work work, unsigned char *messa
         result = send_position(session, REPL_MSG_CONFIRM, confirm);
         if (result == 0) {
             session->confirm_sent = confirm->txid;
+        }
+        break;
+    case WORK_HANDOVER:
+        result = send_position(session, REPL_MSG_HANDOVER, confirm);
+        if (result == 0) {
+            (void)pthread_mutex_lock(&session->repl->mutex);
+            session->repl->handover_sent = true;
+            (void)pthread_mutex_unlock(&session->repl->mutex);
         }
         break;
     case WORK_NONE:
@@ -653,6 +674,45 @@ static void serve_basecopy(repl_session *session)
     (void)send_basecopy(session, &position);
 }
 
+/* A promoted node presents its epoch (kt_repl_fence_peer): one POSITION, one DECISION. Only the
+ * epochs are compared: a fence connection never becomes the link, never settles a pending
+ * transaction, never changes anything on a node of the same or a newer epoch. */
+static void serve_fence(repl_session *session)
+{
+    kt_repl *repl = session->repl;
+    unsigned char *payload = NULL;
+    size_t length = 0;
+    repl_msg_position position;
+    if (receive_expected(session, REPL_MSG_POSITION, &payload, &length, HANDSHAKE_TIMEOUT_MS) != 0) {
+        return;
+    }
+    int decoded = repl_decode_position_msg(payload, length, &position);
+    free(payload);
+    if (decoded != 0) {
+        repl_log(&repl->logger, KT_REPL_LOG_WARNING, "replication: a malformed epoch from %s",
+                 session->peer);
+        return;
+    }
+    repl_msg_decision decision;
+    memset(&decision, 0, sizeof decision);
+    (void)pthread_mutex_lock(&repl->mutex);
+    decision.epoch = repl->epoch;
+    if (position.epoch > repl->epoch && repl->state != REPL_STATE_FENCED) {
+        char why[160];
+        (void)snprintf(why, sizeof why, "%s was promoted under epoch %llu", session->peer,
+                       (unsigned long long)position.epoch);
+        repl_set_state(repl, REPL_STATE_FENCED, why);
+    }
+    (void)pthread_mutex_unlock(&repl->mutex);
+    decision.active_tip = repl_spool_tip(repl->spool);
+    refuse(&decision, position.epoch > decision.epoch ? "fenced: a node with a newer epoch exists"
+                                                       : "this active's epoch is not older");
+    repl_buffer message = {0};
+    repl_encode_decision(&message, &decision);
+    (void)send_message(session, REPL_MSG_DECISION, &message);
+    repl_buffer_free(&message);
+}
+
 static void *session_main(void *argument)
 {
     repl_session *session = argument;
@@ -673,6 +733,8 @@ static void *session_main(void *argument)
     session->channel = channel;
     if (purpose == REPL_PURPOSE_BASECOPY) {
         serve_basecopy(session);
+    } else if (purpose == REPL_PURPOSE_FENCE) {
+        serve_fence(session);
     } else {
         serve_stream(session);
     }

@@ -38,7 +38,9 @@
  *                          suites separated by ':'; default: all of those).
  *   keytrustee-db.conf keys: role (standalone|active|passive), replication_listen, replication_port
  *                          (default 11381), slave (passive host, on the active), master and
- *                          master_port (on the passive), synchronous (yes|no), active_url.
+ *                          master_port (on the passive), synchronous (yes|no), active_url,
+ *                          former_active and former_active_port (on an active made by
+ *                          `ktadmin promote`: the old active, fenced whenever it listens).
  *
  * Admin socket protocol (keytrustee-db)
  *   Each message is a 4-byte big-endian length (1 .. KT_WIRE_MAX) followed by that many bytes of
@@ -53,7 +55,9 @@
  *                                                            counts{orgs,clients,deposits},
  *                                                            replication{...}, active_url (passive),
  *                                                            last_backup{time,result,path[,message]}
- *                                                            or null
+ *                                                            or null, role_change_error
+ *                                                            (why the last promote/switchover
+ *                                                            failed, only when it did)
  *   org.add          name, contacts, auth_box ("" = none)    org
  *   org.get          name                                    org
  *   org.list         -                                       orgs[]
@@ -72,6 +76,11 @@
  *   deposit.set_state client, uuid, state                    -
  *   deposit.purge    client, uuid                            -
  *   replication.set_synchronous  synchronous (bool)     -   (active: persists it in keytrustee-db.conf)
+ *   replication.promote  force (bool, optional)          -   (passive: restarts as the active under
+ *                                                            a new epoch; refused while the active
+ *                                                            answers unless force)
+ *   replication.switchover  new_active_url               -   (active of an in-sync pair: hands over,
+ *                                                            then restarts as its passive)
  *   backup           -                                       directory, files[], role, epoch,
  *                                                            position{epoch,txid,hash},
  *                                                            schema_version, version,
@@ -90,7 +99,8 @@
  *
  *   Error codes: bad_request, not_found, conflict, passive (this node is the passive; the response
  *   also carries active_url), write_unavailable (the pair cannot make a write durable on both nodes
- *   now; retry later), indeterminate (the write may or may not have been committed; the nodes
+ *   now; retry later), fenced (this node was an active and
+ *   another node was promoted under a newer epoch: it takes no writes, ever), indeterminate (the write may or may not have been committed; the nodes
  *   settle it when they reconnect), disk_full, audit_unavailable (an operator-tool request that
  *   the audit log cannot record now, so it was not performed), internal.
  */

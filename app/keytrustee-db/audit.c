@@ -44,6 +44,8 @@ static const audited_op audited_ops[] = {
     {"deposit.purge", KEYS("client", "uuid")},
     {"replication.set_synchronous", KEYS("synchronous")},
     {"backup", KEYS(NULL)},
+    {"replication.promote", KEYS(NULL)},
+    {"replication.switchover", KEYS("new_active_url")},
 };
 
 static const audited_op *find_audited(const char *name)

@@ -12,6 +12,9 @@
  *   SIGTERM, SIGINT  stop accepting, let in-flight requests finish, stop the writer (which
  *                    checkpoints and closes the store), remove the socket and pid file, exit 0
  *   SIGHUP           reopen the log file (after logrotate moved it)
+ *   SIGUSR1          raised by the process itself when an admin op asked for a role change
+ *                    (role_change.c): everything is stopped as for SIGTERM, the change is carried
+ *                    out, and everything starts again from keytrustee-db.conf in this process
  *
  * The instance lock (run/keytrustee-db.lock, flock) makes two keytrustee-db on the same home
  * impossible even when they start at the same instant; the pid file is for people and scripts.
@@ -221,6 +224,7 @@ static int set_up_signals(sigset_t *waited)
 {
     if (sigemptyset(waited) != 0 || sigaddset(waited, SIGTERM) != 0 ||
         sigaddset(waited, SIGINT) != 0 || sigaddset(waited, SIGHUP) != 0 ||
+        sigaddset(waited, SIGUSR1) != 0 ||
         pthread_sigmask(SIG_BLOCK, waited, NULL) != 0 || signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
         kt_log(KT_LOG_ERROR, "cannot set up signal handling: %s", strerror(errno));
         return -1;
@@ -240,7 +244,8 @@ static int open_stop_pipe(kt_db_service *service)
     return 0;
 }
 
-static void wait_for_stop(const sigset_t *waited, const kt_db_options *options,
+/* Returns SIGUSR1 for a role change, SIGTERM or SIGINT for a stop. */
+static int wait_for_event(const sigset_t *waited, const kt_db_options *options,
                           const kt_db_files *files)
 {
     for (;;) {
@@ -255,9 +260,32 @@ static void wait_for_stop(const sigset_t *waited, const kt_db_options *options,
             kt_log(KT_LOG_INFO, "SIGHUP: log reopened");
             continue;
         }
+        if (number == SIGUSR1) {
+            kt_log(KT_LOG_INFO, "role change: restarting the service");
+            return number;
+        }
         kt_log(KT_LOG_INFO, "%s: stopping", number == SIGTERM ? "SIGTERM" : "SIGINT");
-        return;
+        return number;
     }
+}
+
+/* Replication, the writer and the accept thread: what a role change stops and starts again. */
+static int start_parts(kt_db_service *service, kt_admin_server *server)
+{
+    char error[PATH_MAX + 512];
+    if (kt_replication_glue_start(&service->replication, &service->settings, &service->paths,
+                                  error, sizeof error) != 0 ||
+        (kt_replication_glue_runs_writer(service->replication) &&
+         kt_writer_start(&service->writer, service->database_path, service->replication, error,
+                         sizeof error) != 0) ||
+        kt_admin_server_start(server, error, sizeof error) != 0) {
+        kt_log(KT_LOG_ERROR, "%s", error);
+        return -1;
+    }
+    kt_log(KT_LOG_INFO, "keytrustee-db %s started: role %s, database %s, admin socket %s",
+           KT_VERSION, kt_db_role_name(service->settings.role), service->database_path,
+           service->socket_path);
+    return 0;
 }
 
 /* Starts everything that runs in the final process; the admin socket is already bound. */
@@ -274,38 +302,70 @@ static int start_service(kt_db_service *service, kt_admin_server *server, const 
         kt_log(KT_LOG_ERROR, "%s", error);
         return -1;
     }
-    if (kt_replication_glue_start(&service->replication, &service->settings, &service->paths,
-                                  error, sizeof error) != 0 ||
-        (kt_replication_glue_runs_writer(service->replication) &&
-         kt_writer_start(&service->writer, service->database_path, service->replication, error,
-                         sizeof error) != 0) ||
-        kt_admin_server_start(server, error, sizeof error) != 0) {
-        kt_log(KT_LOG_ERROR, "%s", error);
-        return -1;
-    }
-    kt_log(KT_LOG_INFO, "keytrustee-db %s started: role %s, database %s, admin socket %s",
-           KT_VERSION, kt_db_role_name(service->settings.role), service->database_path,
-           service->socket_path);
-    return 0;
+    return start_parts(service, server);
 }
 
-/* Stops in dependency order: no new requests, in-flight ones answered, then the writer. */
-static void stop_service(kt_db_service *service, kt_admin_server *server, const char *pid_path)
+/* Stops what start_parts started, in dependency order: no new requests, in-flight ones
+ * answered, then the writer, then replication (the VFS outlives the writer's connection). */
+static void stop_parts(kt_db_service *service, kt_admin_server *server)
 {
     if (service->stop_write >= 0) {
         (void)close(service->stop_write);
         service->stop_write = -1;
     }
     kt_admin_server_stop(server);
-    kt_audit_close(); /* no request left: flushes every event */
     kt_writer_stop(service->writer);
     service->writer = NULL;
     kt_replication_glue_stop(service->replication);
     service->replication = NULL;
-    if (service->stop_read >= 0)
+    if (service->stop_read >= 0) {
         (void)close(service->stop_read);
+        service->stop_read = -1;
+    }
+}
+
+/* Stops in dependency order: no new requests, in-flight ones answered, then the writer. */
+static void stop_service(kt_db_service *service, kt_admin_server *server, const char *pid_path)
+{
+    stop_parts(service, server);
+    kt_audit_close(); /* no request left: flushes every event */
     if (pid_path != NULL && unlink(pid_path) != 0 && errno != ENOENT)
         kt_log(KT_LOG_WARNING, "cannot remove %s: %s", pid_path, strerror(errno));
+}
+
+/* After a role change: everything stopped, the change carried out (or not: then the old role),
+ * the settings read again, and everything started again. */
+static int restart(kt_db_service *service, kt_admin_server **server, const kt_db_files *files)
+{
+    stop_parts(service, *server);
+    *server = NULL;
+    (void)kt_role_change_perform(service);
+    char error[PATH_MAX + 512];
+    if (load_settings(service, files) != 0 || open_stop_pipe(service) != 0)
+        return -1;
+    if (kt_admin_server_bind(server, service, error, sizeof error) != 0) {
+        kt_log(KT_LOG_ERROR, "%s", error);
+        return -1;
+    }
+    return start_parts(service, *server);
+}
+
+/* Serves until SIGTERM or SIGINT; 0 for a clean stop, 1 when a restart failed. */
+static int serve(kt_db_service *service, kt_admin_server **server, const sigset_t *waited,
+                 const kt_db_options *options, const kt_db_files *files)
+{
+    for (;;) {
+        kt_role_change_watch_start(service);
+        int event = wait_for_event(waited, options, files);
+        kt_role_change_watch_stop(service);
+        if (event != SIGUSR1)
+            return 0;
+        if (restart(service, server, files) != 0) {
+            kt_log(KT_LOG_ERROR, "keytrustee-db could not start again after the role change; "
+                                 "see the messages above, fix, and start it again");
+            return 1;
+        }
+    }
 }
 
 /* As root: hands the admin socket to the service user (keytrusteed runs as it too), then becomes
@@ -357,6 +417,10 @@ int main(int argc, char **argv)
     if (kt_log_open(KT_DB_PROGRAM, options.level, NULL) != 0)
         return 1;
     kt_db_service service = {.stop_read = -1, .stop_write = -1};
+    if (pthread_mutex_init(&service.role_mutex, NULL) != 0) {
+        kt_log(KT_LOG_ERROR, "cannot set up the role change mutex");
+        return 1;
+    }
     kt_db_files files;
     memset(&files, 0, sizeof files);
     int lock_fd = -1;
@@ -377,10 +441,8 @@ int main(int argc, char **argv)
     int status = 1;
     if (detach(&options, &files) == 0 && set_up_signals(&waited) == 0 &&
         open_stop_pipe(&service) == 0) {
-        if (start_service(&service, server, &files, &pid_written) == 0) {
-            wait_for_stop(&waited, &options, &files);
-            status = 0;
-        }
+        if (start_service(&service, server, &files, &pid_written) == 0)
+            status = serve(&service, &server, &waited, &options, &files);
     }
     stop_service(&service, server, pid_written ? files.pid : NULL);
     kt_log(KT_LOG_INFO, "keytrustee-db stopped");

@@ -51,9 +51,12 @@ static json_t *read_failure(kt_store *reader, const char *op, kt_store_status st
 static json_t *not_writable(const kt_db_service *service, const char *reason, const char *message)
 {
     json_t *response = kt_response_error(reason, "%s", message);
+    const char *handover_url = kt_replication_glue_handover_url(service->replication);
     if (response != NULL && service->settings.role == KT_ROLE_PASSIVE)
         response = kt_response_attach(response, "active_url",
                                       json_string(service->settings.active_url));
+    else if (response != NULL && handover_url != NULL)
+        response = kt_response_attach(response, "active_url", json_string(handover_url));
     return response;
 }
 
@@ -531,6 +534,8 @@ static const kt_operation operations[] = {
     {"deposit.purge", deposit_purge, FIELDS("client", "uuid")},
     {"replication.set_synchronous", replication_set_synchronous, FIELDS("synchronous")},
     {"backup", kt_backup_handle, FIELDS(NULL)},
+    {"replication.promote", kt_promote_handle, FIELDS("force")},
+    {"replication.switchover", kt_switchover_handle, FIELDS("new_active_url")},
 };
 
 static const kt_operation *find_operation(const char *name)

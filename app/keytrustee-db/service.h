@@ -13,6 +13,8 @@
  *   backup.c            the backup op (a consistent copy for `ktadmin backup`), last_backup
  *   audit.c             the audit events of operator requests (app/common/audit.c writes them)
  *   replication_glue.c  the seam where replication/ plugs into the writer and the status
+ *   role_change.c       `ktadmin promote` and `switchover`: the ops, and the change main carries
+ *                       out between a stop and a start of everything
  *
  * Nothing here is visible outside keytrustee-db.
  */
@@ -20,6 +22,7 @@
 #define KT_KEYTRUSTEE_DB_SERVICE_H
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -44,6 +47,8 @@ typedef struct kt_db_settings {
     long master_port;
     bool synchronous;
     char active_url[512];         /* where a passive sends writers */
+    char former_active[256];      /* active after a promotion: the old active's host, fenced */
+    long former_active_port;      /* its replication port */
 } kt_db_settings;
 
 const char *kt_db_role_name(kt_db_role role);
@@ -63,13 +68,30 @@ const char *kt_replication_glue_writer_vfs(const kt_replication_glue *glue);
  * needs); called once, from the thread that opened it, before the writer thread starts. */
 void kt_replication_glue_attach_writer(kt_replication_glue *glue, kt_store *writer);
 /* Whether this node accepts writes now; when not, *reason is an admin error code
- * ("passive", "write_unavailable") and *message a sentence for the client. */
+ * ("passive", "write_unavailable", "fenced") and *message a sentence for the client. */
 bool kt_replication_glue_writable(const kt_replication_glue *glue, const char **reason,
                                   const char **message);
 /* A passive runs no writer: replication/ applies what the active ships. */
 bool kt_replication_glue_runs_writer(const kt_replication_glue *glue);
 /* `ktadmin enable-synchronous-replication` at run time. */
 void kt_replication_glue_set_synchronous(kt_replication_glue *glue, bool synchronous);
+/* Passive: whether the active it follows answers now (connected to this node, or its replication
+ * port accepts a connection); `where` gets "host:port". */
+bool kt_replication_glue_active_reachable(const kt_replication_glue *glue,
+                                          const kt_db_settings *settings, char *where,
+                                          size_t where_size);
+/* Active, for `ktadmin switchover`: stops taking writes (they are answered "passive", naming
+ * `new_active_url`), calls `flush` (which must return once the writes already queued are
+ * answered), waits until the passive acknowledged every committed transaction and tells it to
+ * take over. 0, or -1 with a sentence (writes are taken again then). */
+int kt_replication_glue_hand_over(kt_replication_glue *glue, const char *new_active_url,
+                                  int timeout_ms, int (*flush)(void *context),
+                                  void *flush_context, char *error, size_t error_size);
+/* The new active's URL while a hand-over is under way (writes are answered "passive" naming
+ * it), NULL otherwise. */
+const char *kt_replication_glue_handover_url(const kt_replication_glue *glue);
+/* Passive: whether the active handed the role over to this node (switchover). */
+bool kt_replication_glue_handover_requested(const kt_replication_glue *glue);
 /* The "replication" object of the status op; NULL when memory is short. */
 json_t *kt_replication_glue_status(const kt_replication_glue *glue);
 void kt_replication_glue_stop(kt_replication_glue *glue); /* NULL allowed */
@@ -93,6 +115,21 @@ kt_store_status kt_writer_run(kt_writer *writer, const char *name, kt_write_func
 /* Answers what is queued, checkpoints, closes the store and joins the thread. */
 void kt_writer_stop(kt_writer *writer); /* NULL allowed */
 
+/* ---- role_change.c -------------------------------------------------------------------------- */
+
+typedef enum kt_role_change_kind {
+    KT_ROLE_CHANGE_NONE,
+    KT_ROLE_CHANGE_PROMOTE, /* passive → active under a new epoch */
+    KT_ROLE_CHANGE_DEMOTE   /* active → passive of `master` (switchover) */
+} kt_role_change_kind;
+
+typedef struct kt_role_change {
+    kt_role_change_kind kind;
+    bool synchronous;       /* promote: start synchronous (switchover) or not (promote) */
+    char master[256];       /* demote: the new active's host */
+    char active_url[512];   /* demote: where this node, now passive, sends writers */
+} kt_role_change;
+
 /* ---- the service ----------------------------------------------------------------------------- */
 
 typedef struct kt_db_service {
@@ -102,6 +139,13 @@ typedef struct kt_db_service {
     char socket_path[PATH_MAX];
     kt_replication_glue *replication;
     kt_writer *writer;
+    /* A role change asked by an admin op (role_change.c), carried out by main between a stop and
+     * a start of everything; the op thread fills it and raises SIGUSR1. */
+    pthread_mutex_t role_mutex;
+    kt_role_change role_change;
+    char role_change_error[512]; /* why the last role change failed, "" when it did not */
+    pthread_t watcher;           /* passive: waits for a switchover's HANDOVER */
+    bool watch_started, watch_stop;
     /* Every waiting thread polls stop_read; closing stop_write wakes them all at once. */
     int stop_read;
     int stop_write;
@@ -137,6 +181,21 @@ json_t *kt_operation_handle(kt_db_session *session, const json_t *request);
  * response. */
 kt_store *kt_session_reader(kt_db_session *session, json_t **failure);
 json_t *kt_status_handle(kt_db_session *session, const json_t *request);
+
+/* ---- role_change.c (ops) ------------------------------------------------------------------- */
+
+/* replication.promote {force}: passive → active, refused while the active answers unless force. */
+json_t *kt_promote_handle(kt_db_session *session, const json_t *request);
+/* replication.switchover {new_active_url}: on the active of a healthy pair. */
+json_t *kt_switchover_handle(kt_db_session *session, const json_t *request);
+/* Main, with everything stopped: carries out the pending role change (replication state and
+ * keytrustee-db.conf). 0 when there was one and it was done; -1 with the reason in the
+ * service's role_change_error (the node starts again in its old role). */
+int kt_role_change_perform(kt_db_service *service);
+/* Passive: starts the watcher that promotes this node when the active hands over (switchover);
+ * stop it before the service stops. */
+void kt_role_change_watch_start(kt_db_service *service);
+void kt_role_change_watch_stop(kt_db_service *service);
 
 /* ---- audit.c --------------------------------------------------------------------------------- */
 

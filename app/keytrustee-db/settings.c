@@ -77,7 +77,9 @@ static int parse_settings(const kt_config *config, const char *path, kt_db_setti
         kt_config_get_long(config, "replication_port", KT_DEFAULT_REPLICATION_PORT, 1, 65535,
                            &settings->replication_port, error, error_size) != 0 ||
         kt_config_get_long(config, "master_port", KT_DEFAULT_REPLICATION_PORT, 1, 65535,
-                           &settings->master_port, error, error_size) != 0)
+                           &settings->master_port, error, error_size) != 0 ||
+        kt_config_get_long(config, "former_active_port", KT_DEFAULT_REPLICATION_PORT, 1, 65535,
+                           &settings->former_active_port, error, error_size) != 0)
         return -1;
     if (copy_text(config, path, "replication_listen", "0.0.0.0", settings->replication_listen,
                   sizeof settings->replication_listen, error, error_size) != 0 ||
@@ -86,7 +88,9 @@ static int parse_settings(const kt_config *config, const char *path, kt_db_setti
         copy_text(config, path, "master", "", settings->master, sizeof settings->master, error,
                   error_size) != 0 ||
         copy_text(config, path, "active_url", "", settings->active_url,
-                  sizeof settings->active_url, error, error_size) != 0)
+                  sizeof settings->active_url, error, error_size) != 0 ||
+        copy_text(config, path, "former_active", "", settings->former_active,
+                  sizeof settings->former_active, error, error_size) != 0)
         return -1;
     return 0;
 }

@@ -30,6 +30,12 @@ static json_t *node_fields(const kt_db_service *service)
     if (response != NULL && service->settings.role == KT_ROLE_PASSIVE)
         response = kt_response_attach(response, "active_url",
                                       json_string(service->settings.active_url));
+    char failed_change[sizeof service->role_change_error];
+    (void)pthread_mutex_lock((pthread_mutex_t *)&service->role_mutex);
+    snprintf(failed_change, sizeof failed_change, "%s", service->role_change_error);
+    (void)pthread_mutex_unlock((pthread_mutex_t *)&service->role_mutex);
+    if (response != NULL && failed_change[0] != '\0')
+        response = kt_response_attach(response, "role_change_error", json_string(failed_change));
     return kt_response_attach(response, "replication",
                               kt_replication_glue_status(service->replication));
 }

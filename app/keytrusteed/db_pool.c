@@ -182,6 +182,8 @@ void ktd_respond_db_error(ktd_request *request, const json_t *response, const ch
         ktd_respond_error(request, 503, "write_unavailable", NULL,
                           "the pair cannot make a write durable on both nodes now (a node is "
                           "down); existing keys can still be read; retry later");
+    } else if (strcmp(code, "fenced") == 0) {
+        ktd_respond_error(request, 503, "fenced", NULL, "%s", db_message(response));
     } else if (strcmp(code, "indeterminate") == 0) {
         ktd_respond_error(request, 503, "indeterminate", NULL, INDETERMINATE_MESSAGE);
     } else if (strcmp(code, "disk_full") == 0) {

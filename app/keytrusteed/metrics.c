@@ -53,7 +53,7 @@ static histogram request_durations[KTD_METRIC_ENDPOINTS];
 static histogram db_write_durations;
 
 static const char *const refusal_reasons[] = {"passive", "write_unavailable", "indeterminate",
-                                              "disk_full", "unavailable"};
+                                              "disk_full", "unavailable", "fenced"};
 #define REFUSAL_COUNT (sizeof refusal_reasons / sizeof refusal_reasons[0])
 static atomic_ulong writes_refused[REFUSAL_COUNT];
 
@@ -258,7 +258,7 @@ static void write_refusals(text *out)
     family(out, "keytrustee_writes_refused_total", "counter",
            "Writes (registrations and deposit changes) refused, by reason: passive (sent to the "
            "passive), write_unavailable (the pair is degraded), indeterminate, disk_full, "
-           "unavailable (keytrustee-db down).");
+           "unavailable (keytrustee-db down), fenced (an old active: another node was promoted).");
     for (size_t index = 0; index < REFUSAL_COUNT; index++)
         append(out, "keytrustee_writes_refused_total{reason=\"%s\"} %lu\n",
                refusal_reasons[index],

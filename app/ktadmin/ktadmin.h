@@ -8,7 +8,7 @@
  * passive; `enable-synchronous-replication` turns on synchronous commits on the active; `status`
  * asks keytrustee-db how the node is doing; `backup` (and `backup verify`), `backup-key` and
  * `restore` make, check and restore encrypted backups; `cert` shows and installs the node's TLS
- * certificate. Each command
+ * certificate; `promote` and `switchover` change which node is the active. Each command
  * lives in its own file and is reached through the table in main.c.
  */
 #ifndef KT_KTADMIN_H
@@ -44,6 +44,8 @@ int ktadmin_backup_key(ktadmin_context *context, int argc, char **argv);
 int ktadmin_restore(ktadmin_context *context, int argc, char **argv);
 int ktadmin_cert(ktadmin_context *context, int argc, char **argv);        /* show, install */
 int ktadmin_audit(ktadmin_context *context, int argc, char **argv);       /* verify */
+int ktadmin_promote(ktadmin_context *context, int argc, char **argv);     /* promote.c */
+int ktadmin_switchover(ktadmin_context *context, int argc, char **argv);  /* promote.c */
 /* As root, when the user keytrustee exists: chown -R the home (and the db directory) to it
  * (ownership.c). Returns 0, or -1 after reporting. */
 int ktadmin_hand_to_service_user(const kt_paths *paths);

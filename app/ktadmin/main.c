@@ -24,6 +24,10 @@ static const char usage_text[] =
     "        make this host the passive: copy the active's database into an empty directory\n"
     "  enable-synchronous-replication [--pg-rootdir DIR]\n"
     "        on the active: answer writes only once they are on the passive's disk too\n"
+    "  promote [--force]\n"
+    "        on the passive: become the active under a new epoch (the active is lost)\n"
+    "  switchover [--new-active-url URL]\n"
+    "        on the active of a healthy pair: hand the active role to the passive, then follow it\n"
     "  status [--json]\n"
     "        ask keytrustee-db for this node's role, health and replication state\n"
     "  backup [--output DIR] [--roll N] [--recipient FILE | --passphrase-file FILE |\n"
@@ -65,6 +69,8 @@ static const ktadmin_command commands[] = {
     {"restore", ktadmin_restore},
     {"cert", ktadmin_cert},
     {"audit", ktadmin_audit},
+    {"promote", ktadmin_promote},
+    {"switchover", ktadmin_switchover},
 };
 
 void ktadmin_fail(const char *format, ...)

@@ -134,6 +134,8 @@ static void print_status(const json_t *status)
         printf("writable: no (%s)\n", text_field(status, "reason"));
     if (json_object_get(status, "active_url") != NULL)
         printf("active: %s\n", text_field(status, "active_url"));
+    if (json_object_get(status, "role_change_error") != NULL)
+        printf("last role change failed: %s\n", text_field(status, "role_change_error"));
     printf("version: %s\n", text_field(status, "version"));
     printf("schema version: %lld\n",
            (long long)json_integer_value(json_object_get(status, "schema_version")));

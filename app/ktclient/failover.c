@@ -14,11 +14,17 @@
  * committed the write before the connection broke. A write therefore moves only when
  *   - nothing was sent (the connection or the TLS handshake failed),
  *   - the node's keytrusteed answered 503 "unavailable" (its database service is down: the write
- *     never reached a database), or
+ *     never reached a database) or 503 "fenced" (an old active that another node replaced: it
+ *     refused the write before storing anything), or
  *   - the node is the passive (503 "passive"): it names the active, and the write goes there when
  *     that is the other configured server (a node naming a server this client was not registered
  *     with is not followed: that could send keys anywhere). A passive that names no active leaves
  *     the other configured server as the only candidate.
+ *
+ * Role change: while `ktadmin switchover` hands the active role over, each node may for a moment
+ * answer "passive" naming the other, or one of them may be restarting (503 "unavailable") while
+ * the other names it. Nothing was stored; a write that met exactly that starts over once after a
+ * second (kt_failover_role_change), so clients that know both nodes keep working through it.
  *
  * Degraded: writes need both nodes (the seed: "New write operations ... are not allowed unless
  * both Key Trustee Servers are operational"). A write refused for that reason is recognised from
@@ -50,7 +56,7 @@ bool kt_failover_unhealthy(const kt_attempt_outcome *outcome)
 static bool unreachable_for_write(const kt_attempt_outcome *outcome)
 {
     return (transport_failed(outcome) && !outcome->sent) ||
-           answered_code(outcome, 503, "unavailable");
+           answered_code(outcome, 503, "unavailable") || answered_code(outcome, 503, "fenced");
 }
 
 static bool is_passive_refusal(const kt_attempt_outcome *outcome)
@@ -84,6 +90,27 @@ static size_t peer_of(size_t server, size_t server_count)
 static bool names_as_active(const kt_attempt_outcome *passive, const kt_url *server)
 {
     return !passive->has_active || kt_url_same(&passive->active, server);
+}
+
+/* The node said it is the passive and named the other configured server as the active. */
+static bool points_to_other(const kt_url *servers, const kt_attempt_outcome *outcome)
+{
+    return is_passive_refusal(outcome) && outcome->has_active &&
+           kt_url_same(&outcome->active, &servers[1 - outcome->server]);
+}
+
+bool kt_failover_role_change(const kt_url *servers, size_t server_count,
+                             const kt_attempt_outcome *outcomes, size_t count)
+{
+    if (server_count != 2 || count != 2 || outcomes[0].server == outcomes[1].server)
+        return false;
+    for (size_t index = 0; index < 2; index++) {
+        const kt_attempt_outcome *other = &outcomes[1 - index];
+        if (points_to_other(servers, &outcomes[index]) &&
+            (points_to_other(servers, other) || answered_code(other, 503, "unavailable")))
+            return true;
+    }
+    return false;
 }
 
 bool kt_failover_degraded(const kt_url *servers, size_t server_count,

@@ -211,6 +211,14 @@ kt_failover_step kt_failover_next(bool write, const kt_attempt_outcome *outcome,
  * said it is the passive and named the unreachable one (or no one) as the active. */
 bool kt_failover_degraded(const kt_url *servers, size_t server_count,
                           const kt_attempt_outcome *outcomes, size_t count, size_t *down);
+/* For a write whose two attempts both failed: true when the answers are those of a role change
+ * under way (`ktadmin switchover` or `promote`): both nodes said "passive", each naming the other
+ * configured server, or one said so and the other answered 503 unavailable (its keytrustee-db is
+ * restarting). Nothing was stored by either; the caller may start over once after a pause
+ * (KT_FAILOVER_ROLE_CHANGE_PAUSE_MS). */
+#define KT_FAILOVER_ROLE_CHANGE_PAUSE_MS 1000
+bool kt_failover_role_change(const kt_url *servers, size_t server_count,
+                             const kt_attempt_outcome *outcomes, size_t count);
 
 /* ---- Requests with server selection (request.c) ---------------------------------------------- */
 

@@ -8,7 +8,10 @@
  *      the failover hint (client.state, state.c) says it failed moments ago: then they ask the
  *      other server first.
  *   2. After a failed attempt, kt_failover_next says whether to ask the other configured server.
- *      There are at most two attempts per call, one per server: no retry loops.
+ *      There are at most two attempts per call, one per server: no retry loops. The one
+ *      exception: a write both of whose attempts met a role change under way (each node naming
+ *      the other as the active, or one restarting: kt_failover_role_change) starts over once,
+ *      a second later; neither attempt stored anything.
  *   3. A read attempt that still has another server to fall back on gets a short I/O timeout (the
  *      connect timeout, at least 1 s): a node that accepts connections but does not answer (a
  *      stopped process, a cut network path behind a load balancer) costs at most that long. The
@@ -91,6 +94,12 @@ static kt_client_status describe_unavailable(const kt_url *server,
         return kt_client_fail(KT_CLIENT_UNAVAILABLE, error, error_size,
                               "write refused: the key server pair is degraded (the other node is "
                               "down); existing keys can still be read; retry later");
+    if (strcmp(code, "fenced") == 0)
+        return kt_client_fail(KT_CLIENT_UNAVAILABLE, error, error_size,
+                              "write refused: %s is fenced: another node was promoted to active "
+                              "under a newer epoch and this one takes no writes; existing keys "
+                              "can still be read; register with --server set to the active",
+                              server->text);
     if (strcmp(code, "indeterminate") == 0)
         return kt_client_fail(KT_CLIENT_UNAVAILABLE, error, error_size,
                               "the write may or may not have been committed; the nodes settle it "
@@ -294,6 +303,7 @@ kt_client_status kt_client_perform(const kt_client_endpoint *endpoint, kt_client
                         : endpoint->first_read;
     size_t count = 0;
     kt_client_status status;
+    bool started_over = false;
     for (;;) {
         bool last = count + 1 >= endpoint->server_count;
         status = attempt(endpoint, server, !call->write && !last, call, &outcomes[count],
@@ -303,8 +313,19 @@ kt_client_status kt_client_perform(const kt_client_endpoint *endpoint, kt_client
         if (status == KT_CLIENT_OK)
             return KT_CLIENT_OK;
         if (last || kt_failover_next(call->write, &outcomes[count - 1],
-                                     &endpoint->servers[1 - server]) == KT_FAILOVER_STOP)
-            break;
+                                     &endpoint->servers[1 - server]) == KT_FAILOVER_STOP) {
+            if (started_over || !call->write ||
+                !kt_failover_role_change(endpoint->servers, endpoint->server_count, outcomes,
+                                         count))
+                break;
+            started_over = true; /* a role change under way: once more, from the start */
+            struct timespec pause = {KT_FAILOVER_ROLE_CHANGE_PAUSE_MS / 1000, 0};
+            (void)nanosleep(&pause, NULL);
+            count = 0;
+            call->tried_count = 0;
+            server = 0;
+            continue;
+        }
         server = 1 - server;
     }
     return explain_failure(endpoint, call, outcomes, errors, count, status, error, error_size);

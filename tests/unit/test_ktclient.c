@@ -756,6 +756,7 @@ TEST(failover_writes_move_only_when_nothing_was_stored)
     kt_attempt_outcome cut_after_send = no_answer(0, KT_TLS_CLOSED, true);
     kt_attempt_outcome timeout_after_send = no_answer(0, KT_TLS_TIMEOUT, true);
     kt_attempt_outcome database_down = answer(0, 503, "unavailable", NULL);
+    kt_attempt_outcome fenced = answer(0, 503, "fenced", NULL);
     kt_attempt_outcome indeterminate = answer(0, 503, "indeterminate", NULL);
     kt_attempt_outcome degraded = answer(0, 503, "write_unavailable", NULL);
     kt_attempt_outcome internal = answer(0, 500, "internal", NULL);
@@ -763,6 +764,7 @@ TEST(failover_writes_move_only_when_nothing_was_stored)
     CHECK_EQ_INT(kt_failover_next(true, &refused, &other), KT_FAILOVER_OTHER);
     CHECK_EQ_INT(kt_failover_next(true, &handshake, &other), KT_FAILOVER_OTHER);
     CHECK_EQ_INT(kt_failover_next(true, &database_down, &other), KT_FAILOVER_OTHER);
+    CHECK_EQ_INT(kt_failover_next(true, &fenced, &other), KT_FAILOVER_OTHER); /* old active */
     CHECK_EQ_INT(kt_failover_next(true, &cut_after_send, &other), KT_FAILOVER_STOP);
     CHECK_EQ_INT(kt_failover_next(true, &timeout_after_send, &other), KT_FAILOVER_STOP);
     CHECK_EQ_INT(kt_failover_next(true, &indeterminate, &other), KT_FAILOVER_STOP);
@@ -770,6 +772,29 @@ TEST(failover_writes_move_only_when_nothing_was_stored)
     CHECK_EQ_INT(kt_failover_next(true, &internal, &other), KT_FAILOVER_STOP);
     CHECK_EQ_INT(kt_failover_next(true, &full, &other), KT_FAILOVER_STOP);
     CHECK_EQ_INT(kt_failover_next(true, &refused, NULL), KT_FAILOVER_STOP);
+}
+
+TEST(failover_a_write_meeting_a_role_change_starts_over_once)
+{
+    kt_url servers[2] = {url_of("https://kt01.example.com:11371"),
+                         url_of("https://kt02.example.com:11371")};
+    kt_attempt_outcome ping[2] = {answer(0, 503, "passive", "https://kt02.example.com:11371"),
+                                  answer(1, 503, "passive", "https://kt01.example.com:11371")};
+    CHECK(kt_failover_role_change(servers, 2, ping, 2));
+    kt_attempt_outcome restarting[2] = {answer(0, 503, "passive", "https://kt02.example.com:11371"),
+                                        answer(1, 503, "unavailable", NULL)};
+    CHECK(kt_failover_role_change(servers, 2, restarting, 2));
+    kt_attempt_outcome stranger[2] = {answer(0, 503, "passive", "https://evil.example.com"),
+                                      answer(1, 503, "passive", "https://kt01.example.com:11371")};
+    CHECK(!kt_failover_role_change(servers, 2, stranger, 2));
+    kt_attempt_outcome dead[2] = {no_answer(0, KT_TLS_CONNECT_FAILED, false),
+                                  answer(1, 503, "passive", "https://kt01.example.com:11371")};
+    CHECK(!kt_failover_role_change(servers, 2, dead, 2)); /* a dead active: exit 3 at once */
+    kt_attempt_outcome degraded[2] = {answer(0, 503, "write_unavailable", NULL),
+                                      answer(1, 503, "passive", "https://kt01.example.com:11371")};
+    CHECK(!kt_failover_role_change(servers, 2, degraded, 2));
+    CHECK(!kt_failover_role_change(servers, 2, ping, 1));
+    CHECK(!kt_failover_role_change(servers, 1, ping, 2));
 }
 
 TEST(failover_writes_follow_a_passive_only_to_the_other_configured_server)

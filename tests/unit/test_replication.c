@@ -1174,6 +1174,95 @@ TEST(pair_wrong_key_is_refused)
     pair_stop(&p);
 }
 
+/* Promotion keeps every spooled transaction, the unconfirmed one included, continues the chain
+ * under epoch + 1, and the new active fences the old one when it listens again. */
+TEST(promote_keeps_the_spool_and_fences_the_old_active)
+{
+    pair p;
+    REQUIRE(pair_start(&p, true) == 0);
+    CHECK_EQ_INT(put(p.writer, "confirmed", 3), SQLITE_OK);
+    kt_repl_status active;
+    kt_repl_get_status(p.active, &active);
+    CHECK(wait_for(p.passive, "in_sync", active.position.txid, 5000));
+    kt_repl_stop(p.passive);
+    p.passive = NULL;
+    /* One more transaction reaches the passive's spool but is never confirmed: the active
+     * commits it (asynchronously here) and stops; the entry is copied into the spool as the
+     * stream would have before the CONFIRM. */
+    kt_repl_set_synchronous(p.active, false);
+    CHECK_EQ_INT(put(p.writer, "unconfirmed", 2), SQLITE_OK);
+    sqlite3_close(p.writer);
+    p.writer = NULL;
+    kt_repl_stop(p.active);
+    p.active = NULL;
+    char path[160], error[256];
+    repl_spool *log = NULL, *spool = NULL;
+    repl_entry entry;
+    (void)snprintf(path, sizeof path, "%s/keytrustee-repl.log", p.active_place.dir);
+    REQUIRE(repl_spool_open(&log, path, NULL, NULL, &logger_of_tests, error, sizeof error) == 0);
+    kt_repl_position tip = repl_spool_tip(log);
+    REQUIRE(repl_spool_read(log, tip.txid, &entry) == 0);
+    (void)snprintf(path, sizeof path, "%s/keytrustee-repl.log", p.passive_place.dir);
+    REQUIRE(repl_spool_open(&spool, path, NULL, NULL, &logger_of_tests, error, sizeof error) == 0);
+    CHECK_EQ_INT(repl_spool_append(spool, &entry, true), 0);
+    CHECK(repl_spool_confirmed(spool) < tip.txid);
+    repl_entry_free(&entry);
+    repl_spool_close(spool);
+    repl_spool_close(log);
+
+    kt_repl_config config = base_config(&p.passive_place, KT_REPL_PASSIVE, p.key);
+    kt_repl_promotion promotion;
+    REQUIRE(kt_repl_promote(&config, &promotion, error, sizeof error) == 0);
+    CHECK_EQ_INT((long long)promotion.epoch, 2);
+    CHECK_EQ_INT((long long)promotion.position.txid, (long long)tip.txid);
+    CHECK_EQ_INT((long long)promotion.kept_unconfirmed, 1);
+    CHECK_EQ_INT(count_rows(p.passive_place.db, "unconfirmed"), 2);
+    CHECK_EQ_INT(count_rows(p.passive_place.db, "confirmed"), 3);
+    CHECK(same_content(p.active_place.db, p.passive_place.db));
+
+    /* The promoted node starts as the active at epoch 2 from that position and takes writes. */
+    char new_port[16];
+    REQUIRE(free_port(new_port) == 0);
+    config.role = KT_REPL_ACTIVE;
+    config.listen_port = new_port;
+    kt_repl *promoted = NULL;
+    REQUIRE(kt_repl_start(&promoted, &config, error, sizeof error) == 0);
+    kt_repl_status status;
+    kt_repl_get_status(promoted, &status);
+    CHECK_EQ_INT((long long)status.epoch, 2);
+    CHECK_EQ_INT((long long)status.position.txid, (long long)tip.txid);
+    CHECK(memcmp(status.position.hash, tip.hash, KT_HASH_BYTES) == 0);
+    sqlite3 *writer = open_writer(p.passive_place.db, kt_repl_vfs_name(promoted), 2000);
+    REQUIRE(writer != NULL);
+    CHECK_EQ_INT(put(writer, "after-promotion", 1), SQLITE_OK);
+    kt_repl_get_status(promoted, &status);
+    CHECK_EQ_INT((long long)status.position.txid, (long long)tip.txid + 1);
+
+    /* Nobody at the old address yet: nothing to fence. Then the old active comes back. */
+    CHECK_EQ_INT(kt_repl_fence_peer(promoted, "127.0.0.1", p.port, error, sizeof error), 0);
+    kt_repl_config old = base_config(&p.active_place, KT_REPL_ACTIVE, p.key);
+    old.listen_port = p.port;
+    old.synchronous = false;
+    REQUIRE(kt_repl_start(&p.active, &old, error, sizeof error) == 0);
+    int fenced = kt_repl_fence_peer(promoted, "127.0.0.1", p.port, error, sizeof error);
+    if (fenced != 1) {
+        fprintf(stderr, "    fence: %s\n", error);
+    }
+    CHECK_EQ_INT(fenced, 1);
+    kt_repl_get_status(p.active, &status);
+    CHECK_EQ_STR(status.state, "fenced");
+    CHECK(!status.writable);
+    p.writer = open_writer(p.active_place.db, kt_repl_vfs_name(p.active), 2000);
+    REQUIRE(p.writer != NULL);
+    CHECK(put(p.writer, "on-the-old-active", 1) != SQLITE_OK); /* asynchronous, and still refused */
+    CHECK_EQ_INT(count_rows(p.active_place.db, "on-the-old-active"), 0);
+    /* An active of the same epoch is not taken for an old one. */
+    CHECK_EQ_INT(kt_repl_fence_peer(p.active, "127.0.0.1", new_port, error, sizeof error), -1);
+    sqlite3_close(writer);
+    kt_repl_stop(promoted);
+    pair_stop(&p);
+}
+
 int main(void)
 {
     if (kt_crypto_init() != 0) {
