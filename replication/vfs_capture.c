@@ -103,10 +103,52 @@ static long read_through(void *context, void *buffer, size_t length, uint64_t of
     return -1;
 }
 
+/* Zeros written ahead of the -wal's end, WAL_AHEAD_BYTES at a time, so that a commit's frames
+ * overwrite blocks already on disk. Why: an fdatasync that extends the file must also commit the
+ * file system's journal for the new length (measured here: the active's -wal fdatasync took 6.4 ms
+ * for 160 KiB appended against 0.9 ms for the passive's preallocated spool with the same bytes).
+ * SQLite reads zeros past the last commit as the end of the -wal (their salts do not match), as it
+ * reads the older frames a TRUNCATE checkpoint leaves behind (capture_truncate); so does the
+ * capture's own scan. Done in local_sync, after the fdatasync, while the commit waits for the
+ * passive's acknowledgement anyway; the zeros reach the disk with the next commit's fdatasync, which
+ * then records the new length once per WAL_AHEAD_BYTES instead of once per commit. Best effort: a
+ * failure leaves the file as SQLite wrote it. Never past WAL_KEPT_BYTES (the -wal a TRUNCATE
+ * checkpoint keeps). */
+#define WAL_AHEAD_BYTES (1u << 20)
+
+static void zero_fill_ahead(capture_file *file)
+{
+    static const unsigned char zeros[65536];
+    sqlite3_file *real = file->real;
+    sqlite3_int64 size = 0;
+    if (file->held_offset == 0 || file->wal_page_size == 0 ||
+        real->pMethods->xFileSize(real, &size) != SQLITE_OK) {
+        return;
+    }
+    uint64_t end = file->held_offset + REPL_WAL_FRAME_HEADER_BYTES + file->wal_page_size;
+    if ((uint64_t)size >= end + WAL_AHEAD_BYTES / 2 || end + WAL_AHEAD_BYTES > WAL_KEPT_BYTES) {
+        return;
+    }
+    uint64_t target = ((end + WAL_AHEAD_BYTES) / WAL_AHEAD_BYTES + 1) * WAL_AHEAD_BYTES;
+    if (target > WAL_KEPT_BYTES) {
+        target = WAL_KEPT_BYTES;
+    }
+    for (uint64_t offset = (uint64_t)size; offset < target; offset += sizeof zeros) {
+        int amount = (int)(target - offset < sizeof zeros ? target - offset : sizeof zeros);
+        if (real->pMethods->xWrite(real, zeros, amount, (sqlite3_int64)offset) != SQLITE_OK) {
+            return;
+        }
+    }
+}
+
 static int local_sync(void *context)
 {
     capture_file *file = context;
-    return file->real->pMethods->xSync(file->real, file->sync_flags);
+    int rc = file->real->pMethods->xSync(file->real, file->sync_flags);
+    if (rc == SQLITE_OK) {
+        zero_fill_ahead(file);
+    }
+    return rc;
 }
 
 /* Rewrites the 24-byte header of the frame at `offset` with salt-1 xored (holds or releases). */
