@@ -36,7 +36,12 @@ candidate_pair_start() {
   KEYTRUSTEE_HOME=$work/kt01 "$bin/keytrusteed" --foreground --log-level warning >"$BENCH_LOGS/api-a.log" 2>&1 &
   CANDIDATE_PAIR_PIDS+=($!)
   bench_at_exit candidate_pair_stop
-  for _ in $(seq 1 600); do [ -S "$work/kt01/run/keytrustee-db.sock" ] && break; sleep 0.05; done
+  # The admin socket is bound before replication starts: wait for the replication listener too
+  # (init-slave connects to it).
+  for _ in $(seq 1 600); do
+    [ -S "$work/kt01/run/keytrustee-db.sock" ] && grep -q 'active listening on' "$BENCH_LOGS/db-a.log" && break
+    sleep 0.05
+  done
   KEYTRUSTEE_HOME=$work/kt02 "$bin/ktadmin" init-slave --master "$a" --pg-port "$repl" \
     --pg-rootdir "$work/kt02/db" --no-import-key --no-start >>"$BENCH_LOGS/pair-setup.log" 2>&1 ||
     { CANDIDATE_WHY="init-slave failed (see $BENCH_LOGS/pair-setup.log)"; return 1; }
