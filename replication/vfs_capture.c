@@ -402,15 +402,23 @@ static int capture_write(sqlite3_file *file, const void *buffer, int amount,
  * the old frames behind it fail the salt test. Why: every commit would otherwise extend the file
  * again, and an fdatasync that must record a new file length commits the file system's journal
  * too (twice the cost of overwriting blocks already there). The file keeps the size of the
- * largest generation, which the writer's checkpoints bound. */
+ * largest generation, which the writer's checkpoints bound.
+ * A -wal larger than WAL_KEPT_BYTES is truncated for real; the log is synced first, as before a
+ * new generation's header (wal_write): the frames cut off may be the only durable trace of log
+ * entries the log holds only in memory (its synchronous appends are not synced, syncrep.c), and
+ * a log that lags the database after a crash would no longer match the passive's positions. */
 static int capture_truncate(sqlite3_file *file, sqlite3_int64 size)
 {
     capture_file *capture = (capture_file *)file;
     sqlite3_file *real = real_file(file);
     sqlite3_int64 current = 0;
-    if (capture->is_wal && capture->capture->ships && size == 0 &&
+    bool shipping_wal = capture->is_wal && capture->capture->ships;
+    if (shipping_wal && size == 0 &&
         real->pMethods->xFileSize(real, &current) == SQLITE_OK && current <= WAL_KEPT_BYTES) {
         return SQLITE_OK; /* a -wal grown by a huge transaction is truncated all the same */
+    }
+    if (shipping_wal && repl_syncrep_before_wal_reset(capture->capture->repl) != 0) {
+        return SQLITE_IOERR_TRUNCATE;
     }
     return real->pMethods->xTruncate(real, size);
 }
