@@ -95,6 +95,12 @@ candidate_pair_start() {
   bench_at_exit candidate_pair_stop
   candidate_start_db a || return 1
   candidate_start_api a || return 1
+  # keytrustee-db binds its admin socket before replication starts: wait for the replication
+  # listener too (init-slave connects to it).
+  for _ in $(seq 1 600); do
+    (exec 3<>"/dev/tcp/$a/$repl") 2>/dev/null && break
+    sleep 0.05
+  done
   KEYTRUSTEE_HOME=$work/kt02 "$bin/ktadmin" init-slave --master "$a" --pg-port "$repl" \
     --pg-rootdir "$work/kt02/db" --no-import-key --no-start >>"$BENCH_LOGS/pair-setup.log" 2>&1 ||
     { CANDIDATE_WHY="init-slave failed (see $BENCH_LOGS/pair-setup.log)"; return 1; }
@@ -164,19 +170,47 @@ candidate_wrk_checked() {
 }
 
 # ---- commit suite ---------------------------------------------------------------------------------
-# Setup: the synchronous pair; commit_bench's keytrustee backend writes through the active's
-# keytrustee-db admin socket (group commit + synchronous replication: every acknowledged row is
-# fsynced on both nodes).
+# Two systems:
+#   keytrustee        the storage + replication layer (issue 8's row): commit_bench's keytrustee
+#                     backend commits through storage/ and replication/ in its own process, with
+#                     keytrustee-db's group-commit policy, against a synchronous passive process on
+#                     loopback (a fresh pair in a new directory for every run, set up before the
+#                     measured window). Every acknowledged row is fsynced on both nodes.
+#   keytrustee-admin  end to end through keytrustee-db: the seed's pair (above), commit_bench's
+#                     keytrustee-admin backend sending deposit.put over the active's admin socket
+#                     (JSON framing, one admin thread per connection, the same group commit).
+CANDIDATE_COMMIT_DIR=""
+CANDIDATE_COMMIT_RUNS=0
 candidate_commit_setup() {
-  candidate_pair_start || return 1
-  CANDIDATE_CONFDIR=$CANDIDATE_A_HOME/.keytrustee
+  CANDIDATE_COMMIT_DIR=$BENCH_DIR/commit-pair
+  rm -rf "$CANDIDATE_COMMIT_DIR" && mkdir -p "$CANDIDATE_COMMIT_DIR" && chmod 700 "$CANDIDATE_COMMIT_DIR" ||
+    { CANDIDATE_WHY="cannot create $CANDIDATE_COMMIT_DIR"; return 1; }
 }
 # candidate_commit_run WRITERS SECONDS: one commit_bench JSON line.
 candidate_commit_run() {
-  "$BENCH_BIN/commit_bench" --backend keytrustee --target "${CANDIDATE_CONFDIR:?}" \
+  local target
+  CANDIDATE_COMMIT_RUNS=$((CANDIDATE_COMMIT_RUNS + 1))
+  target=${CANDIDATE_COMMIT_DIR:?}/run-$CANDIDATE_COMMIT_RUNS
+  "$BENCH_BIN/commit_bench" --backend keytrustee --target "$target" \
+    --writers "$1" --seconds "$2" 2>>"$BENCH_LOGS/commit-keytrustee.log"
+  local rc=$?
+  rm -rf "$target"
+  return $rc
+}
+candidate_commit_teardown() {
+  if [ -n "$CANDIDATE_COMMIT_DIR" ]; then rm -rf "$CANDIDATE_COMMIT_DIR"; CANDIDATE_COMMIT_DIR=""; fi
+}
+
+candidate_admin_commit_setup() {
+  candidate_pair_start || return 1
+  CANDIDATE_CONFDIR=$CANDIDATE_A_HOME/.keytrustee
+}
+# candidate_admin_commit_run WRITERS SECONDS: one commit_bench JSON line.
+candidate_admin_commit_run() {
+  "$BENCH_BIN/commit_bench" --backend keytrustee-admin --target "${CANDIDATE_CONFDIR:?}" \
     --writers "$1" --seconds "$2"
 }
-candidate_commit_teardown() { candidate_pair_stop; }
+candidate_admin_commit_teardown() { candidate_pair_stop; }
 
 # ---- https suite ----------------------------------------------------------------------------------
 # Setup: start keytrusteed (the active of a synchronous pair), register a client with ktclient

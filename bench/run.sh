@@ -7,12 +7,14 @@
 #                [--repeats N] [--writers "1 8 32"] [--connections "1 8 64"]
 #                [--handshake-connections "8"] [--quick]
 #
-#   --suites    which suites (default all): commit (one key row per transaction: keytrustee vs
-#               PostgreSQL sync-rep vs SQLite WAL FULL), failure (failure timings; PostgreSQL's
+#   --suites    which suites (default all): commit (one key row per transaction: keytrustee's
+#               storage + replication layer, and end to end through keytrustee-db's admin socket,
+#               vs PostgreSQL sync-rep vs SQLite WAL FULL), failure (failure timings; PostgreSQL's
 #               row: a write with its synchronous standby stopped), https (deposit get/put and
 #               full handshakes vs nginx TLS 1.2), scale (keytrustee only).
-#   --systems   keep only these systems: keytrustee, postgresql-syncrep, sqlite-wal-full,
-#               nginx-tls12 (default all)
+#   --systems   keep only these systems: keytrustee, keytrustee-admin (commit suite only),
+#               postgresql-syncrep (or pg), sqlite-wal-full (or sqlite), nginx-tls12 (or nginx)
+#               (default all)
 #   --seconds   length of each measured run (default 5); --repeats: runs per row (default 3)
 #   --quick     1-second runs, 1 repeat: a smoke test of the harness, not a measurement
 #   --budget    seconds the whole run may take (default 840, under make bench's 15 minutes): a
@@ -34,7 +36,7 @@ source "$HERE/nginx_tls.sh"
 source "$HERE/candidate.sh"
 
 SUITES="commit,failure,https,scale"
-SYSTEMS="keytrustee,postgresql-syncrep,sqlite-wal-full,nginx-tls12"
+SYSTEMS="keytrustee,keytrustee-admin,postgresql-syncrep,sqlite-wal-full,nginx-tls12"
 WRITERS="1 8 32"
 CONNECTIONS="1 8 64"
 HANDSHAKE_CONNECTIONS="8"
@@ -60,6 +62,9 @@ done
 
 BENCH_BUDGET="${BENCH_BUDGET:-840}"
 [[ "$BENCH_BUDGET" =~ ^[0-9]+$ ]] || bench_die "--budget must be a number of seconds"
+# Short names for the baselines.
+SYSTEMS="$(echo ",$SYSTEMS," | sed 's/,pg,/,postgresql-syncrep,/g; s/,sqlite,/,sqlite-wal-full,/g;
+  s/,nginx,/,nginx-tls12,/g; s/^,//; s/,$//')"
 want_suite() { [[ ",$SUITES," == *",$1,"* ]]; }
 want_system() { [[ ",$SYSTEMS," == *",$1,"* ]]; }
 
@@ -150,6 +155,10 @@ if want_suite commit; then
     if candidate_commit_setup; then systems+=(keytrustee); bench_at_exit candidate_commit_teardown
     else missing "keytrustee commit rows: $CANDIDATE_WHY"; fi
   fi
+  if want_system keytrustee-admin; then
+    if candidate_admin_commit_setup; then systems+=(keytrustee-admin); bench_at_exit candidate_admin_commit_teardown
+    else missing "keytrustee-admin commit rows: $CANDIDATE_WHY"; fi
+  fi
   if want_system sqlite-wal-full; then
     systems+=(sqlite-wal-full)
     SQLITE_DIR="$BENCH_DIR/sqlite"
@@ -175,6 +184,9 @@ if want_suite commit; then
           keytrustee)
             if candidate_commit_run "$writers" "$BENCH_SECONDS" >"$HOOK_OUT"; then emit "${labels[@]}" <"$HOOK_OUT"
             else missing "keytrustee commit, $writers writers, repeat $rep: the run failed"; fi ;;
+          keytrustee-admin)
+            if candidate_admin_commit_run "$writers" "$BENCH_SECONDS" >"$HOOK_OUT"; then emit "${labels[@]}" <"$HOOK_OUT"
+            else missing "keytrustee-admin commit, $writers writers, repeat $rep: the run failed"; fi ;;
         esac
       done
     done
@@ -185,6 +197,7 @@ if want_suite commit; then
     [ "$state" = "standby1 streaming sync" ] || bench_die "the PostgreSQL standby was not synchronous at the end: '$state'"
   fi
   if [[ " ${systems[*]} " == *" keytrustee "* ]]; then candidate_commit_teardown; fi
+  if [[ " ${systems[*]} " == *" keytrustee-admin "* ]]; then candidate_admin_commit_teardown; fi
   rm -rf "${SQLITE_DIR:-/nonexistent}"
 fi
 

@@ -103,10 +103,52 @@ static long read_through(void *context, void *buffer, size_t length, uint64_t of
     return -1;
 }
 
+/* Zeros written ahead of the -wal's end, WAL_AHEAD_BYTES at a time, so that a commit's frames
+ * overwrite blocks already on disk. Why: an fdatasync that extends the file must also commit the
+ * file system's journal for the new length (measured here: the active's -wal fdatasync took 6.4 ms
+ * for 160 KiB appended against 0.9 ms for the passive's preallocated spool with the same bytes).
+ * SQLite reads zeros past the last commit as the end of the -wal (their salts do not match), as it
+ * reads the older frames a TRUNCATE checkpoint leaves behind (capture_truncate); so does the
+ * capture's own scan. Done in local_sync, after the fdatasync, while the commit waits for the
+ * passive's acknowledgement anyway; the zeros reach the disk with the next commit's fdatasync, which
+ * then records the new length once per WAL_AHEAD_BYTES instead of once per commit. Best effort: a
+ * failure leaves the file as SQLite wrote it. Never past WAL_KEPT_BYTES (the -wal a TRUNCATE
+ * checkpoint keeps). */
+#define WAL_AHEAD_BYTES (1u << 20)
+
+static void zero_fill_ahead(capture_file *file)
+{
+    static const unsigned char zeros[65536];
+    sqlite3_file *real = file->real;
+    sqlite3_int64 size = 0;
+    if (file->held_offset == 0 || file->wal_page_size == 0 ||
+        real->pMethods->xFileSize(real, &size) != SQLITE_OK) {
+        return;
+    }
+    uint64_t end = file->held_offset + REPL_WAL_FRAME_HEADER_BYTES + file->wal_page_size;
+    if ((uint64_t)size >= end + WAL_AHEAD_BYTES / 2 || end + WAL_AHEAD_BYTES > WAL_KEPT_BYTES) {
+        return;
+    }
+    uint64_t target = ((end + WAL_AHEAD_BYTES) / WAL_AHEAD_BYTES + 1) * WAL_AHEAD_BYTES;
+    if (target > WAL_KEPT_BYTES) {
+        target = WAL_KEPT_BYTES;
+    }
+    for (uint64_t offset = (uint64_t)size; offset < target; offset += sizeof zeros) {
+        int amount = (int)(target - offset < sizeof zeros ? target - offset : sizeof zeros);
+        if (real->pMethods->xWrite(real, zeros, amount, (sqlite3_int64)offset) != SQLITE_OK) {
+            return;
+        }
+    }
+}
+
 static int local_sync(void *context)
 {
     capture_file *file = context;
-    return file->real->pMethods->xSync(file->real, file->sync_flags);
+    int rc = file->real->pMethods->xSync(file->real, file->sync_flags);
+    if (rc == SQLITE_OK) {
+        zero_fill_ahead(file);
+    }
+    return rc;
 }
 
 /* Rewrites the 24-byte header of the frame at `offset` with salt-1 xored (holds or releases). */
@@ -360,15 +402,23 @@ static int capture_write(sqlite3_file *file, const void *buffer, int amount,
  * the old frames behind it fail the salt test. Why: every commit would otherwise extend the file
  * again, and an fdatasync that must record a new file length commits the file system's journal
  * too (twice the cost of overwriting blocks already there). The file keeps the size of the
- * largest generation, which the writer's checkpoints bound. */
+ * largest generation, which the writer's checkpoints bound.
+ * A -wal larger than WAL_KEPT_BYTES is truncated for real; the log is synced first, as before a
+ * new generation's header (wal_write): the frames cut off may be the only durable trace of log
+ * entries the log holds only in memory (its synchronous appends are not synced, syncrep.c), and
+ * a log that lags the database after a crash would no longer match the passive's positions. */
 static int capture_truncate(sqlite3_file *file, sqlite3_int64 size)
 {
     capture_file *capture = (capture_file *)file;
     sqlite3_file *real = real_file(file);
     sqlite3_int64 current = 0;
-    if (capture->is_wal && capture->capture->ships && size == 0 &&
+    bool shipping_wal = capture->is_wal && capture->capture->ships;
+    if (shipping_wal && size == 0 &&
         real->pMethods->xFileSize(real, &current) == SQLITE_OK && current <= WAL_KEPT_BYTES) {
         return SQLITE_OK; /* a -wal grown by a huge transaction is truncated all the same */
+    }
+    if (shipping_wal && repl_syncrep_before_wal_reset(capture->capture->repl) != 0) {
+        return SQLITE_IOERR_TRUNCATE;
     }
     return real->pMethods->xTruncate(real, size);
 }

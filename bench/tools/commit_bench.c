@@ -27,21 +27,37 @@
  * Backends (a table of function pointers; see `bench_backend`):
  *   sqlite      plain SQLite, WAL, synchronous=FULL, one connection per writer with busy_timeout:
  *               the single-node, no-replication limit. --target is the database file.
- *   keytrustee  the product's write path: a client of a running keytrustee-db (the active of a
+ *   keytrustee  the storage + replication layer: storage/ and replication/ in this process (the
+ *               active), a passive process on loopback (this program again, --passive-node), the
+ *               rows group-committed with keytrustee-db's policy; every acknowledged row is fsynced
+ *               on both nodes. --target is a new directory for both nodes (see the backend).
+ *   keytrustee-admin  end to end: a client of a running keytrustee-db (the active of a
  *               synchronous pair), each writer on its own admin-socket connection sending
  *               deposit.put, so concurrent writers are group-committed and every acknowledged row
  *               is fsynced on both nodes. --target is the active's confdir (.keytrustee).
+ *
+ *   commit_bench --passive-node DIR --master HOST:PORT   (internal: the keytrustee backend's
+ *               passive; reads the pair key on stdin and runs until stdin closes)
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -49,6 +65,8 @@
 
 #include "app/common/app.h"
 #include "crypto/crypto.h"
+#include "replication/replication.h"
+#include "storage/storage.h"
 
 /* ---- the backend interface ------------------------------------------------------------------- */
 
@@ -98,9 +116,13 @@ typedef struct bench_backend {
     /* One transaction committing exactly `row`. */
     bench_put_result (*put)(void *connection, const bench_row *row, char *error, size_t error_size);
     void (*close)(void *connection);
+    /* Once, after every writer closed (NULL: nothing to do): stop what prepare started. */
+    void (*finish)(void);
     /* What is measured, for the report: e.g. "sqlite 3.40.1". */
     const char *(*version)(void);
 } bench_backend;
+
+static void sleep_seconds(double seconds);
 
 /* ---- backend: sqlite ------------------------------------------------------------------------- */
 
@@ -340,7 +362,7 @@ static const char *keytrustee_version_text(void)
 }
 
 static const bench_backend keytrustee_backend = {
-    .name = "keytrustee",
+    .name = "keytrustee-admin",
     .description = "keytrustee-db's group-committing writer through the admin socket, with "
                    "whatever replication the node runs (--target CONFDIR of the active)",
     .prepare = keytrustee_prepare,
@@ -350,10 +372,459 @@ static const bench_backend keytrustee_backend = {
     .version = keytrustee_version_text,
 };
 
+/* ---- backend: keytrustee (storage/ + replication/ in this process, the passive a process) ---- */
+
+/* The product's write path without the admin socket: this process is the active (kt_repl with the
+ * capture VFS, a kt_store writer), and a second process — this program again, started with
+ * --passive-node — is the passive, connected over loopback TCP exactly as keytrustee-db's passive
+ * connects (replication/walreceiver.c: authenticated, encrypted, spool fsynced before its ACK).
+ *
+ * The writers' rows reach storage/ through one group-committing writer thread with the policy of
+ * keytrustee-db's writer (app/keytrustee-db/writer.c): it takes everything queued, runs each row
+ * as kt_store_deposit_put (its own SAVEPOINT inside the batch), commits once — the commit ships
+ * the batch to the passive and waits for its fsync — and answers every writer of the batch; it
+ * checkpoints every GROUP_CHECKPOINT_COMMITS commits, as writer.c does. So a row is acknowledged
+ * exactly when keytrustee-db would acknowledge it, minus JSON and the admin socket.
+ *
+ * --target is a directory for the two nodes (created; it must not hold a database yet):
+ * TARGET/active and TARGET/passive. --option port=N picks the replication port (default: a free
+ * one); --option checkpoint_commits=N changes the checkpoint interval (for experiments). The pair
+ * key is random, handed to the passive on its stdin (never on a command line); the passive stops
+ * when that pipe closes (this process ended) or on SIGTERM. */
+
+#define GROUP_CHECKPOINT_COMMITS 1000u /* app/keytrustee-db/writer.c: KT_CHECKPOINT_COMMITS */
+#define PAIR_SETUP_TIMEOUT_MS 60000
+
+typedef struct group_request {
+    const bench_row *row;
+    kt_store_status status;
+    char message[256];
+    bool answered;
+    struct group_request *next;
+} group_request;
+
+static struct {
+    char active_dir[PATH_MAX], passive_dir[PATH_MAX], database[PATH_MAX];
+    char port[16];
+    kt_secret *pair_key;
+    kt_repl *repl;
+    kt_store *store;
+    char client[KT_FINGERPRINT_CHARS + 1];
+    pid_t passive;
+    int passive_stdin;
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t mutex;
+    pthread_cond_t queued, answered;
+    group_request *head, *tail;
+    bool stopping;
+    unsigned commits_since_checkpoint, checkpoint_commits;
+    uint64_t batches, rows_committed;
+} pair = {.passive = -1, .passive_stdin = -1, .mutex = PTHREAD_MUTEX_INITIALIZER,
+          .queued = PTHREAD_COND_INITIALIZER, .answered = PTHREAD_COND_INITIALIZER};
+
+static void pair_log(void *context, kt_repl_log_level level, const char *message)
+{
+    if (level <= *(const kt_repl_log_level *)context)
+        fprintf(stderr, "commit_bench: %s: %s\n", level == KT_REPL_LOG_ERROR ? "error" : "note",
+                message);
+}
+static const kt_repl_log_level pair_log_level = KT_REPL_LOG_WARNING;
+
+static int make_directory(const char *path, char *error, size_t error_size)
+{
+    if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+        snprintf(error, error_size, "cannot create %s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* A port nobody listens on now (the kernel's pick for port 0). */
+static int free_port(char out[16], char *error, size_t error_size)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in address = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t size = sizeof address;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&address, sizeof address) != 0 ||
+        getsockname(fd, (struct sockaddr *)&address, &size) != 0) {
+        snprintf(error, error_size, "cannot find a free port: %s", strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    snprintf(out, 16, "%u", (unsigned)ntohs(address.sin_port));
+    return 0;
+}
+
+/* Starts this program again as the passive, the pair key on its stdin. */
+static int start_passive(char *error, size_t error_size)
+{
+    int pipe_fds[2];
+    if (pipe2(pipe_fds, O_CLOEXEC) != 0) {
+        snprintf(error, error_size, "cannot create a pipe: %s", strerror(errno));
+        return -1;
+    }
+    char master[64];
+    snprintf(master, sizeof master, "127.0.0.1:%s", pair.port);
+    pid_t child = fork();
+    if (child < 0) {
+        snprintf(error, error_size, "cannot fork the passive: %s", strerror(errno));
+        close(pipe_fds[0]);
+        close(pipe_fds[1]);
+        return -1;
+    }
+    if (child == 0) {
+        (void)prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (dup2(pipe_fds[0], STDIN_FILENO) < 0)
+            _exit(127);
+        char *arguments[] = {"commit_bench", "--passive-node", pair.passive_dir, "--master", master,
+                             NULL};
+        execv("/proc/self/exe", arguments);
+        _exit(127);
+    }
+    close(pipe_fds[0]);
+    pair.passive = child;
+    pair.passive_stdin = pipe_fds[1];
+    if (write(pipe_fds[1], pair.pair_key->bytes, pair.pair_key->length) !=
+        (ssize_t)pair.pair_key->length) {
+        snprintf(error, error_size, "cannot hand the pair key to the passive: %s",
+                 strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static void stop_passive(void)
+{
+    if (pair.passive_stdin >= 0) {
+        close(pair.passive_stdin); /* the passive stops at EOF */
+        pair.passive_stdin = -1;
+    }
+    if (pair.passive > 0) {
+        for (int i = 0; i < 200; i++) { /* 10 s, then SIGKILL */
+            if (waitpid(pair.passive, NULL, WNOHANG) == pair.passive) {
+                pair.passive = -1;
+                return;
+            }
+            sleep_seconds(0.05);
+        }
+        (void)kill(pair.passive, SIGKILL);
+        (void)waitpid(pair.passive, NULL, 0);
+        pair.passive = -1;
+    }
+}
+
+/* Waits until the active's replication reports `state` (and writable, when asked). */
+static int wait_for_state(const char *state, bool writable, char *error, size_t error_size)
+{
+    kt_repl_status status;
+    for (int waited = 0; waited < PAIR_SETUP_TIMEOUT_MS; waited += 20) {
+        kt_repl_get_status(pair.repl, &status);
+        if (strcmp(status.state, state) == 0 && (!writable || status.writable))
+            return 0;
+        if (pair.passive > 0 && waitpid(pair.passive, NULL, WNOHANG) == pair.passive) {
+            pair.passive = -1;
+            snprintf(error, error_size, "the passive process ended during the set-up");
+            return -1;
+        }
+        sleep_seconds(0.02);
+    }
+    snprintf(error, error_size, "the pair did not reach %s in %d s (state %s: %s)", state,
+             PAIR_SETUP_TIMEOUT_MS / 1000, status.state, status.reason);
+    return -1;
+}
+
+/* The org and client that own every row (a deposit's client must exist). */
+static int add_owner(char *error, size_t error_size)
+{
+    kt_org org = {.created = (int64_t)time(NULL), .state = KT_STATE_ACTIVE};
+    kt_uuid_generate(org.uuid);
+    snprintf(org.name, sizeof org.name, "bench");
+    snprintf(org.contacts, sizeof org.contacts, "bench@example.com");
+    kt_client_record client = {.created = org.created, .state = KT_STATE_ACTIVE};
+    kt_secret *secret_key = NULL;
+    if (kt_sign_keypair(client.public_key, &secret_key) != 0) {
+        snprintf(error, error_size, "cannot make a client key pair");
+        return -1;
+    }
+    kt_secret_free(secret_key);
+    kt_fingerprint(client.fingerprint, client.public_key);
+    memcpy(client.org_uuid, org.uuid, sizeof client.org_uuid);
+    snprintf(client.name, sizeof client.name, "commit-bench");
+    if (kt_store_org_add(pair.store, &org) != KT_STORE_OK ||
+        kt_store_client_add(pair.store, &client) != KT_STORE_OK) {
+        snprintf(error, error_size, "cannot add the bench client: %s",
+                 kt_store_error_message(pair.store));
+        return -1;
+    }
+    memcpy(pair.client, client.fingerprint, sizeof pair.client);
+    return 0;
+}
+
+static void group_commit(group_request *batch)
+{
+    kt_store_status status = kt_store_begin(pair.store);
+    for (group_request *request = batch; status == KT_STORE_OK && request; request = request->next) {
+        const bench_row *row = request->row;
+        kt_deposit deposit = {.created = row->created, .state = KT_STATE_ACTIVE,
+                              .box = (unsigned char *)row->box, .box_length = row->box_length};
+        memcpy(deposit.uuid, row->uuid, sizeof deposit.uuid);
+        memcpy(deposit.client, pair.client, sizeof deposit.client);
+        snprintf(deposit.handle, sizeof deposit.handle, "%s", row->handle);
+        request->status = kt_store_deposit_put(pair.store, &deposit);
+        if (request->status != KT_STORE_OK)
+            snprintf(request->message, sizeof request->message, "%s",
+                     kt_store_error_message(pair.store));
+    }
+    if (status == KT_STORE_OK)
+        status = kt_store_commit(pair.store);
+    if (status != KT_STORE_OK) {
+        for (group_request *request = batch; request; request = request->next) {
+            request->status = status;
+            snprintf(request->message, sizeof request->message, "commit (%s): %s",
+                     kt_store_status_name(status), kt_store_error_message(pair.store));
+        }
+        kt_store_rollback(pair.store);
+        return;
+    }
+    pair.batches++;
+    if (++pair.commits_since_checkpoint >= pair.checkpoint_commits &&
+        kt_store_checkpoint(pair.store) == KT_STORE_OK)
+        pair.commits_since_checkpoint = 0;
+}
+
+static void *group_writer_main(void *unused)
+{
+    (void)unused;
+    (void)pthread_mutex_lock(&pair.mutex);
+    for (;;) {
+        while (pair.head == NULL && !pair.stopping)
+            (void)pthread_cond_wait(&pair.queued, &pair.mutex);
+        group_request *batch = pair.head;
+        pair.head = pair.tail = NULL;
+        if (batch == NULL)
+            break;
+        (void)pthread_mutex_unlock(&pair.mutex);
+        group_commit(batch);
+        (void)pthread_mutex_lock(&pair.mutex);
+        for (group_request *request = batch; request; request = request->next) {
+            request->answered = true;
+            pair.rows_committed += request->status == KT_STORE_OK;
+        }
+        (void)pthread_cond_broadcast(&pair.answered);
+    }
+    (void)pthread_mutex_unlock(&pair.mutex);
+    return NULL;
+}
+
+static void pair_teardown(void)
+{
+    if (pair.thread_started) {
+        (void)pthread_mutex_lock(&pair.mutex);
+        pair.stopping = true;
+        (void)pthread_cond_signal(&pair.queued);
+        (void)pthread_mutex_unlock(&pair.mutex);
+        (void)pthread_join(pair.thread, NULL);
+        pair.thread_started = false;
+    }
+    kt_store_close(pair.store); /* before kt_repl_stop: the VFS outlives its connections */
+    pair.store = NULL;
+    kt_repl_stop(pair.repl);
+    pair.repl = NULL;
+    stop_passive();
+    kt_secret_free(pair.pair_key);
+    pair.pair_key = NULL;
+}
+
+static int pair_prepare(const bench_config *config, char *error, size_t error_size)
+{
+    if (kt_crypto_init() != 0) {
+        snprintf(error, error_size, "cannot initialise libsodium");
+        return -1;
+    }
+    if (snprintf(pair.active_dir, sizeof pair.active_dir, "%s/active", config->target) >=
+            (int)sizeof pair.active_dir ||
+        snprintf(pair.passive_dir, sizeof pair.passive_dir, "%s/passive", config->target) >=
+            (int)sizeof pair.passive_dir ||
+        snprintf(pair.database, sizeof pair.database, "%s/keytrustee.db", pair.active_dir) >=
+            (int)sizeof pair.database) {
+        snprintf(error, error_size, "the path %s is too long", config->target);
+        return -1;
+    }
+    if (make_directory(config->target, error, error_size) != 0 ||
+        make_directory(pair.active_dir, error, error_size) != 0 ||
+        make_directory(pair.passive_dir, error, error_size) != 0)
+        return -1;
+    if (access(pair.database, F_OK) == 0) {
+        snprintf(error, error_size, "%s exists: give --target a new directory", pair.database);
+        return -1;
+    }
+    pair.checkpoint_commits = (unsigned)atoi(bench_option(config, "checkpoint_commits", "0"));
+    if (pair.checkpoint_commits == 0)
+        pair.checkpoint_commits = GROUP_CHECKPOINT_COMMITS;
+    const char *port = bench_option(config, "port", NULL);
+    if (port != NULL)
+        snprintf(pair.port, sizeof pair.port, "%s", port);
+    else if (free_port(pair.port, error, error_size) != 0)
+        return -1;
+    pair.pair_key = kt_secret_new(KT_REPL_PAIR_KEY_BYTES);
+    if (pair.pair_key == NULL) {
+        snprintf(error, error_size, "out of secure memory");
+        return -1;
+    }
+    kt_random(pair.pair_key->bytes, pair.pair_key->length);
+    /* Asynchronous until the passive holds the database: the owner's rows commit alone. */
+    kt_repl_config repl_config = {
+        .role = KT_REPL_ACTIVE,
+        .database_path = pair.database,
+        .state_directory = pair.active_dir,
+        .listen_host = "127.0.0.1",
+        .listen_port = pair.port,
+        .pair_key = pair.pair_key,
+        .synchronous = false,
+        .log = pair_log,
+        .log_context = (void *)&pair_log_level,
+    };
+    if (kt_repl_start(&pair.repl, &repl_config, error, error_size) != 0)
+        return -1;
+    kt_store_options options = {.writer = true, .create = true,
+                                .vfs = kt_repl_vfs_name(pair.repl), .manual_checkpoints = true};
+    if (kt_store_open(&pair.store, pair.database, &options, error, error_size) != 0) {
+        pair_teardown();
+        return -1;
+    }
+    kt_store_set_commit_classifier(pair.store, kt_repl_commit_failure, pair.repl);
+    if (add_owner(error, error_size) != 0 || start_passive(error, error_size) != 0 ||
+        wait_for_state("in_sync", false, error, error_size) != 0) {
+        pair_teardown();
+        return -1;
+    }
+    kt_repl_set_synchronous(pair.repl, true);
+    if (wait_for_state("in_sync", true, error, error_size) != 0) {
+        pair_teardown();
+        return -1;
+    }
+    if (pthread_create(&pair.thread, NULL, group_writer_main, NULL) != 0) {
+        snprintf(error, error_size, "cannot start the writer thread");
+        pair_teardown();
+        return -1;
+    }
+    pair.thread_started = true;
+    return 0;
+}
+
+static void *pair_open(const bench_config *config, int writer, char *error, size_t error_size)
+{
+    (void)config;
+    (void)writer;
+    (void)error;
+    (void)error_size;
+    return &pair;
+}
+
+static bench_put_result pair_put(void *connection, const bench_row *row, char *error,
+                                 size_t error_size)
+{
+    (void)connection;
+    group_request request = {.row = row};
+    (void)pthread_mutex_lock(&pair.mutex);
+    if (pair.tail != NULL)
+        pair.tail->next = &request;
+    else
+        pair.head = &request;
+    pair.tail = &request;
+    (void)pthread_cond_signal(&pair.queued);
+    while (!request.answered)
+        (void)pthread_cond_wait(&pair.answered, &pair.mutex);
+    (void)pthread_mutex_unlock(&pair.mutex);
+    if (request.status == KT_STORE_OK)
+        return BENCH_PUT_OK;
+    snprintf(error, error_size, "%s", request.message);
+    return BENCH_PUT_FAILED;
+}
+
+static void pair_close(void *connection)
+{
+    (void)connection;
+}
+
+static void pair_finish(void)
+{
+    if (pair.batches > 0)
+        fprintf(stderr, "commit_bench: keytrustee: %" PRIu64 " rows in %" PRIu64
+                        " commits (%.2f rows per commit)\n",
+                pair.rows_committed, pair.batches,
+                (double)pair.rows_committed / (double)pair.batches);
+    pair_teardown();
+}
+
+/* --passive-node DIR --master HOST:PORT: the passive of the keytrustee backend. */
+static int run_passive_node(const char *dir, const char *master)
+{
+    char host[64], database[PATH_MAX], error[512];
+    const char *colon = strrchr(master, ':');
+    if (colon == NULL || (size_t)(colon - master) >= sizeof host ||
+        snprintf(database, sizeof database, "%s/keytrustee.db", dir) >= (int)sizeof database) {
+        fprintf(stderr, "commit_bench --passive-node: bad arguments\n");
+        return 2;
+    }
+    memcpy(host, master, (size_t)(colon - master));
+    host[colon - master] = '\0';
+    if (kt_crypto_init() != 0)
+        return 1;
+    kt_secret *key = kt_secret_new(KT_REPL_PAIR_KEY_BYTES);
+    if (key == NULL || read(STDIN_FILENO, key->bytes, key->length) != (ssize_t)key->length) {
+        fprintf(stderr, "commit_bench --passive-node: no pair key on stdin\n");
+        kt_secret_free(key);
+        return 1;
+    }
+    kt_repl_config config = {
+        .role = KT_REPL_PASSIVE,
+        .database_path = database,
+        .state_directory = dir,
+        .master_host = host,
+        .master_port = colon + 1,
+        .pair_key = key,
+        .log = pair_log,
+        .log_context = (void *)&pair_log_level,
+    };
+    kt_repl *repl = NULL;
+    if (kt_repl_start(&repl, &config, error, sizeof error) != 0) {
+        fprintf(stderr, "commit_bench --passive-node: %s\n", error);
+        kt_secret_free(key);
+        return 1;
+    }
+    char byte;
+    for (;;) { /* until the bench closes the pipe (or ends) */
+        ssize_t got = read(STDIN_FILENO, &byte, 1);
+        if (got == 0 || (got < 0 && errno != EINTR))
+            break;
+    }
+    kt_repl_stop(repl);
+    kt_secret_free(key);
+    return 0;
+}
+
+static const bench_backend pair_backend = {
+    .name = "keytrustee",
+    .description = "storage/ + replication/ in this process, a synchronous passive process on "
+                   "loopback, keytrustee-db's group commit (--target DIR for both nodes; "
+                   "--option port=N, checkpoint_commits=N)",
+    .prepare = pair_prepare,
+    .open = pair_open,
+    .put = pair_put,
+    .close = pair_close,
+    .finish = pair_finish,
+    .version = keytrustee_version_text,
+};
+
 /* ---- the backend table: add new backends here ------------------------------------------------ */
 
 static const bench_backend *const backends[] = {
     &sqlite_backend,
+    &pair_backend,
     &keytrustee_backend,
 };
 
@@ -551,6 +1022,8 @@ int main(int argc, char **argv)
     double seconds = 5.0, warmup = 0.5, hang_timeout = 10.0;
     size_t max_per_writer = 20u * 1000u * 1000u;
 
+    if (argc == 5 && strcmp(argv[1], "--passive-node") == 0 && strcmp(argv[3], "--master") == 0)
+        return run_passive_node(argv[2], argv[4]);
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         const char *value = i + 1 < argc ? argv[i + 1] : NULL;
@@ -643,6 +1116,8 @@ int main(int argc, char **argv)
     if (atomic_load(&shared.fatal)) {
         for (int w = 0; w < config.writers; w++)
             pthread_join(threads[w], NULL);
+        if (backend->finish != NULL)
+            backend->finish();
         for (int w = 0; w < config.writers; w++)
             if (!writers[w].opened) {
                 fprintf(stderr, "commit_bench: %s: writer %d: %s\n", backend->name, w,
@@ -672,9 +1147,12 @@ int main(int argc, char **argv)
             break;
         sleep_seconds(0.005);
     }
-    if (unfinished == 0)
+    if (unfinished == 0) {
         for (int w = 0; w < config.writers; w++)
             pthread_join(threads[w], NULL);
+        if (backend->finish != NULL)
+            backend->finish();
+    }
 
     /* The finished writers' arrays are complete; an unfinished writer's count is read as it is
      * (it only appends, and it is stopped before recording anything outside the window). */
