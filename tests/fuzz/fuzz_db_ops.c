@@ -76,6 +76,30 @@ json_t *kt_status_handle(kt_db_session *session, const json_t *request)
     return kt_response_ok();
 }
 
+/* The node has no switchover in progress: no active URL to hand writers to. */
+const char *kt_replication_glue_handover_url(const kt_replication_glue *glue)
+{
+    (void)glue;
+    return NULL;
+}
+
+/* promote and switchover end in SIGUSR1 and a restart of the whole service (role_change.c): not
+ * something a fuzzing process can survive. Their few fields (force, new_active_url) go through
+ * request_fields.c, which every other op exercises. */
+json_t *kt_promote_handle(kt_db_session *session, const json_t *request)
+{
+    (void)session;
+    (void)request;
+    return kt_response_ok();
+}
+
+json_t *kt_switchover_handle(kt_db_session *session, const json_t *request)
+{
+    (void)session;
+    (void)request;
+    return kt_response_ok();
+}
+
 /* The backup op writes files and reads no request field. */
 json_t *kt_backup_handle(kt_db_session *session, const json_t *request)
 {
