@@ -314,6 +314,38 @@ static int read_deposit_key(const json_t *request, deposit_key *key, json_t **fa
     return 0;
 }
 
+/* A read names its client and one deposit, by "uuid" or by "handle" (exactly one of them). */
+typedef struct deposit_selector {
+    char client[KT_FINGERPRINT_CHARS + 1];
+    bool by_uuid;
+    char uuid[KT_UUID_CHARS + 1];
+    char handle[KT_HANDLE_MAX + 1];
+} deposit_selector;
+
+static int read_deposit_selector(const json_t *request, const char *op, const char *client_field,
+                                 deposit_selector *selector, json_t **failure)
+{
+    selector->by_uuid = kt_field_present(request, "uuid");
+    if (selector->by_uuid == kt_field_present(request, "handle")) {
+        *failure = kt_response_error("bad_request", "%s takes either \"uuid\" or \"handle\"", op);
+        return -1;
+    }
+    if (kt_field_fingerprint(request, client_field, selector->client, failure) != 0)
+        return -1;
+    return selector->by_uuid
+               ? kt_field_uuid(request, "uuid", selector->uuid, failure)
+               : kt_field_text(request, "handle", 1, KT_HANDLE_MAX, true, NULL, selector->handle,
+                               failure);
+}
+
+static kt_store_status read_selected_deposit(kt_store *reader, const deposit_selector *selector,
+                                             kt_deposit *deposit)
+{
+    return selector->by_uuid
+               ? kt_store_deposit_get(reader, selector->client, selector->uuid, deposit)
+               : kt_store_deposit_get_by_handle(reader, selector->client, selector->handle, deposit);
+}
+
 static kt_store_status write_deposit_put(kt_store *store, void *arguments)
 {
     return kt_store_deposit_put(store, arguments);
@@ -358,24 +390,15 @@ static json_t *deposit_put(kt_db_session *session, const json_t *request)
 
 static json_t *deposit_get(kt_db_session *session, const json_t *request)
 {
-    deposit_key key;
-    char handle[KT_HANDLE_MAX + 1];
+    deposit_selector selector;
     json_t *failure = NULL;
-    bool by_uuid = kt_field_present(request, "uuid");
-    if (by_uuid == kt_field_present(request, "handle"))
-        return kt_response_error("bad_request", "deposit.get takes either \"uuid\" or \"handle\"");
-    if (kt_field_fingerprint(request, "client", key.client, &failure) != 0 ||
-        (by_uuid && kt_field_uuid(request, "uuid", key.uuid, &failure) != 0) ||
-        (!by_uuid &&
-         kt_field_text(request, "handle", 1, KT_HANDLE_MAX, true, NULL, handle, &failure) != 0))
+    if (read_deposit_selector(request, "deposit.get", "client", &selector, &failure) != 0)
         return failure;
     kt_store *reader = kt_session_reader(session, &failure);
     if (reader == NULL)
         return failure;
     kt_deposit deposit = {0};
-    kt_store_status status =
-        by_uuid ? kt_store_deposit_get(reader, key.client, key.uuid, &deposit)
-                : kt_store_deposit_get_by_handle(reader, key.client, handle, &deposit);
+    kt_store_status status = read_selected_deposit(reader, &selector, &deposit);
     json_t *response = status == KT_STORE_OK
                            ? kt_response_attach(kt_response_ok(), "deposit",
                                                 kt_deposit_object(&deposit, true))
@@ -390,18 +413,9 @@ static json_t *deposit_get(kt_db_session *session, const json_t *request)
  * keytrusteed, after checking the request's signature with the client's key, may say so. */
 static json_t *client_deposit(kt_db_session *session, const json_t *request)
 {
-    char fingerprint[KT_FINGERPRINT_CHARS + 1];
-    char uuid[KT_UUID_CHARS + 1];
-    char handle[KT_HANDLE_MAX + 1];
+    deposit_selector selector;
     json_t *failure = NULL;
-    bool by_uuid = kt_field_present(request, "uuid");
-    if (by_uuid == kt_field_present(request, "handle"))
-        return kt_response_error("bad_request",
-                                 "client.deposit takes either \"uuid\" or \"handle\"");
-    if (kt_field_fingerprint(request, "fingerprint", fingerprint, &failure) != 0 ||
-        (by_uuid && kt_field_uuid(request, "uuid", uuid, &failure) != 0) ||
-        (!by_uuid &&
-         kt_field_text(request, "handle", 1, KT_HANDLE_MAX, true, NULL, handle, &failure) != 0))
+    if (read_deposit_selector(request, "client.deposit", "fingerprint", &selector, &failure) != 0)
         return failure;
     kt_store *reader = kt_session_reader(session, &failure);
     if (reader == NULL)
@@ -411,11 +425,10 @@ static json_t *client_deposit(kt_db_session *session, const json_t *request)
     /* One snapshot for both, and the read locks taken once instead of per query. */
     kt_store_status status = kt_store_read_begin(reader);
     if (status == KT_STORE_OK)
-        status = kt_store_client_get(reader, fingerprint, &client);
+        status = kt_store_client_get(reader, selector.client, &client);
     kt_store_status found = KT_STORE_ERROR;
     if (status == KT_STORE_OK)
-        found = by_uuid ? kt_store_deposit_get(reader, fingerprint, uuid, &deposit)
-                        : kt_store_deposit_get_by_handle(reader, fingerprint, handle, &deposit);
+        found = read_selected_deposit(reader, &selector, &deposit);
     json_t *response = NULL;
     if (status != KT_STORE_OK)
         response = read_failure(reader, "client.deposit", status);

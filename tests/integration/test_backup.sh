@@ -20,16 +20,10 @@ KTADMIN=$KT_BIN/ktadmin
 KTCLIENT=$KT_BIN/ktclient
 KEYS=$KT_WORK/backup-keys
 
-pair_setup || { echo "Bail out! the seed's procedure failed; see $KT_WORK/*.out"; exit 1; }
-pair_wait_state a in_sync && pair_wait_state b in_sync || { echo "Bail out! the pair is not in sync"; exit 1; }
-on_node a "$KT_BIN/keytrustee-orgtool" add -n acme -c ops@example.com >/dev/null
-secret=$(on_node a "$KT_BIN/keytrustee-orgtool" list |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["acme"]["auth_secret"])')
-cat "$CA_A" "$CA_B" >"$KT_WORK/pair-ca.pem"
+pair_setup_with_org
+secret=$PAIR_ORG_SECRET
 client=$KT_WORK/client
-"$KTCLIENT" --confdir "$client" register --server "$A_URL" --passive-server "$B_URL" --org acme \
-  --auth "$secret" --cacert "$KT_WORK/pair-ca.pem" >/dev/null 2>"$KT_WORK/register.err" ||
-  { echo "Bail out! registration failed: $(cat "$KT_WORK/register.err")"; exit 1; }
+pair_register_client "$client"
 
 # A client directory that talks to the passive only.
 only_b=$KT_WORK/only_b

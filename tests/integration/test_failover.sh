@@ -22,12 +22,8 @@ source "$(dirname "$0")/../lib/pair.sh"
 KTCLIENT=$KT_BIN/ktclient
 CHECKER="python3 $KT_ROOT/tests/tools/prometheus_check.py"
 
-pair_setup || { echo "Bail out! the seed's procedure failed; see $KT_WORK/*.out"; exit 1; }
-pair_wait_state a in_sync && pair_wait_state b in_sync || { echo "Bail out! the pair is not in sync"; exit 1; }
-on_node a "$KT_BIN/keytrustee-orgtool" add -n acme -c ops@example.com >/dev/null
-secret=$(on_node a "$KT_BIN/keytrustee-orgtool" list |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["acme"]["auth_secret"])')
-cat "$CA_A" "$CA_B" >"$KT_WORK/pair-ca.pem"
+pair_setup_with_org
+secret=$PAIR_ORG_SECRET
 
 # ---- Helpers ---------------------------------------------------------------------------------
 

@@ -26,12 +26,8 @@ KTCLIENT=$KT_BIN/ktclient
 KT_SIGN=${KT_SIGN:-$KT_TESTS/kt_sign}
 [ -x "$KT_SIGN" ] || { echo "Bail out! $KT_SIGN does not exist (make tests)"; exit 1; }
 
-pair_setup || { echo "Bail out! the seed's procedure failed; see $KT_WORK/*.out"; exit 1; }
-pair_wait_state a in_sync && pair_wait_state b in_sync || { echo "Bail out! the pair is not in sync"; exit 1; }
-on_node a "$KT_BIN/keytrustee-orgtool" add -n acme -c ops@example.com >/dev/null
-secret=$(on_node a "$KT_BIN/keytrustee-orgtool" list |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["acme"]["auth_secret"])')
-cat "$CA_A" "$CA_B" >"$KT_WORK/pair-ca.pem"
+pair_setup_with_org
+secret=$PAIR_ORG_SECRET
 A_AUTHORITY=${A_URL#https://}
 B_AUTHORITY=${B_URL#https://}
 

@@ -1,7 +1,8 @@
 # tests/lib/pair.sh — sets up an active/passive pair exactly as the seed's command-line procedure
 # does, with two homes on 127.0.0.11 (keytrustee01) and 127.0.0.12 (keytrustee02). Source it after
 # common.sh, then call pair_setup. Variables it sets: A_HOME B_HOME A_URL B_URL HTTPS_PORT
-# REPL_PORT CA_A CA_B. Helpers: pair_start_db NODE, pair_start_api NODE, pair_stop NODE SERVICE
+# REPL_PORT CA_A CA_B. pair_setup_with_org and pair_register_client do what most pair suites do
+# next. Helpers: pair_start_db NODE, pair_start_api NODE, pair_stop NODE SERVICE
 # [SIGNAL], on_node NODE CMD... (runs CMD with that node's KEYTRUSTEE_HOME).
 A_ADDRESS=127.0.0.11
 B_ADDRESS=127.0.0.12
@@ -79,4 +80,28 @@ pair_status_field() {
 d = json.load(sys.stdin)
 for k in sys.argv[1].split("."): d = d[k]
 print(d)' "$2" 2>/dev/null
+}
+
+# pair_setup_with_org: the seed's procedure, both nodes in sync, the org "acme" added on the active.
+# Sets PAIR_ORG_SECRET (acme's auth secret) and writes both nodes' CAs to $KT_WORK/pair-ca.pem.
+# Bails out (the suite cannot run) when a step fails.
+pair_setup_with_org() {
+  pair_setup || { echo "Bail out! the seed's procedure failed; see $KT_WORK/*.out"; exit 1; }
+  { pair_wait_state a in_sync && pair_wait_state b in_sync; } ||
+    { echo "Bail out! the pair is not in sync"; exit 1; }
+  on_node a "$KT_BIN/keytrustee-orgtool" add -n acme -c ops@example.com >/dev/null ||
+    { echo "Bail out! keytrustee-orgtool add failed"; exit 1; }
+  PAIR_ORG_SECRET=$(on_node a "$KT_BIN/keytrustee-orgtool" list |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["acme"]["auth_secret"])') ||
+    { echo "Bail out! keytrustee-orgtool list failed"; exit 1; }
+  cat "$CA_A" "$CA_B" >"$KT_WORK/pair-ca.pem"
+}
+
+# pair_register_client DIR: a ktclient confdir registered with acme, the active's URL first and
+# the passive's second. Bails out when registration fails.
+pair_register_client() {
+  "$KT_BIN/ktclient" --confdir "$1" register --server "$A_URL" --passive-server "$B_URL" \
+    --org acme --auth "$PAIR_ORG_SECRET" --cacert "$KT_WORK/pair-ca.pem" >/dev/null \
+    2>"$KT_WORK/register.err" ||
+    { echo "Bail out! registration failed: $(cat "$KT_WORK/register.err")"; exit 1; }
 }
