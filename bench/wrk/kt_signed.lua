@@ -123,14 +123,8 @@ function request()
   local payload = body or ""
   sodium.crypto_generichash(digest, 32, payload, #payload, nil, 0)
   local host = authority()
-  local to_sign = "keytrustee-request-v2
-" .. method .. "
-" .. host .. "
-" .. target .. "
-" ..
-    timestamp .. "
-" .. nonce_b64 .. "
-" .. hex(digest, 32)
+  local to_sign = "keytrustee-request-v2\n" .. method .. "\n" .. host .. "\n" .. target .. "\n" ..
+    timestamp .. "\n" .. nonce_b64 .. "\n" .. hex(digest, 32)
   sodium.crypto_sign_detached(signature, nil, to_sign, #to_sign, sk)
   local headers = {
     ["Host"] = host,
