@@ -214,6 +214,9 @@ int kt_json_get_base64(const json_t *object, const char *key, unsigned char *out
                        size_t *length);
 /* Sets key to the base64 of the bytes; -1 on allocation failure. */
 int kt_json_set_base64(json_t *object, const char *key, const void *bytes, size_t length);
+/* Writes all `length` bytes to fd, going on after short writes and EINTR; 0, or -1 with errno
+ * set by the failing write (0 written counts as a failure, errno then unchanged). */
+int kt_write_all(int fd, const void *data, size_t length);
 /* Replaces every byte outside printable ASCII with '?', in place. For messages that quote what a
  * peer sent (an op name, a field, a handle) and are cut to a length with "%.64s": a cut can split
  * a UTF-8 sequence, and jansson refuses to build a string that is not valid UTF-8. Printable

@@ -272,19 +272,6 @@ static int read_tail(int fd, chain_tail *tail)
     return 0;
 }
 
-static int write_all(int fd, const char *text, size_t length)
-{
-    while (length > 0) {
-        ssize_t written = write(fd, text, length);
-        if (written < 0 && errno == EINTR)
-            continue;
-        if (written <= 0)
-            return -1;
-        text += written;
-        length -= (size_t)written;
-    }
-    return 0;
-}
 
 /* A batch's lines, gathered so that the whole batch is one write(2): one system call per flush
  * instead of one per event, which kept the flusher from falling behind busy request threads. */
@@ -343,7 +330,7 @@ static int write_batch(const queued_event *events)
     for (const queued_event *event = events; result == 0 && event != NULL; event = event->next)
         result = append_entry(&text, &tail, event, pid);
     if (result == 0)
-        result = write_all(audit.fd, text.bytes, text.length);
+        result = kt_write_all(audit.fd, text.bytes, text.length);
     if (result == 0)
         result = fdatasync(audit.fd);
     int saved = errno;

@@ -1,6 +1,7 @@
 /*
  * daemon.c — what a service does to run in the background: a pid file that refuses to overwrite a
- * live process's, and the classic detach (fork, setsid, fork, stdio to /dev/null).
+ * live process's, and the classic detach (fork, setsid, fork, stdio to /dev/null); and
+ * kt_write_all, the one loop over short writes and EINTR that every program of app/ uses.
  *
  * Callers detach before they start threads or open SQLite databases: neither survives fork().
  */
@@ -116,4 +117,19 @@ int kt_daemonize(char *error, size_t error_size)
         return -1;
     }
     return redirect_stdio(error, error_size);
+}
+
+int kt_write_all(int fd, const void *data, size_t length)
+{
+    const unsigned char *cursor = data;
+    while (length > 0) {
+        ssize_t written = write(fd, cursor, length);
+        if (written < 0 && errno == EINTR)
+            continue;
+        if (written <= 0)
+            return -1;
+        cursor += written;
+        length -= (size_t)written;
+    }
+    return 0;
 }

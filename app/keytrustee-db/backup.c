@@ -95,20 +95,6 @@ static int join(char *out, const char *directory, const char *name, backup_run *
     return -1;
 }
 
-static int write_all(int fd, const void *data, size_t length)
-{
-    const unsigned char *cursor = data;
-    while (length > 0) {
-        ssize_t written = write(fd, cursor, length);
-        if (written < 0 && errno == EINTR)
-            continue;
-        if (written <= 0)
-            return -1;
-        cursor += written;
-        length -= (size_t)written;
-    }
-    return 0;
-}
 
 static int create_file(const char *path, backup_run *run)
 {
@@ -287,7 +273,7 @@ static int write_state_copy(backup_run *run)
     int fd = create_file(path, run);
     if (fd < 0)
         return -1;
-    if (write_all(fd, run->state, run->state_length) != 0) {
+    if (kt_write_all(fd, run->state, run->state_length) != 0) {
         set_error(run, "cannot write %s: %s", path, strerror(errno));
         (void)close(fd);
         return -1;
@@ -305,7 +291,7 @@ static int copy_log_bytes(int in, int out, uint64_t length, unsigned char *buffe
             continue;
         if (got <= 0)
             return got == 0 ? 0 : -1; /* shorter now (a passive cut its tail): keep what was read */
-        if (write_all(out, buffer, (size_t)got) != 0)
+        if (kt_write_all(out, buffer, (size_t)got) != 0)
             return -1;
         offset += (uint64_t)got;
     }

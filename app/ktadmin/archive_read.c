@@ -376,19 +376,6 @@ static int make_parents(archive_reader *reader, const char *directory, const cha
     return 0;
 }
 
-static int write_all(int fd, const unsigned char *data, size_t length)
-{
-    while (length > 0) {
-        ssize_t written = write(fd, data, length);
-        if (written < 0 && errno == EINTR)
-            continue;
-        if (written <= 0)
-            return -1;
-        data += written;
-        length -= (size_t)written;
-    }
-    return 0;
-}
 
 static int copy_entry_data(archive_reader *reader, int fd, const char *path,
                            ktadmin_archive_entry *entry)
@@ -402,7 +389,7 @@ static int copy_entry_data(archive_reader *reader, int fd, const char *path,
         if (take_payload(reader, want, &bytes, &got) != 0)
             return -1;
         kt_hash_update(&state, bytes, got);
-        if (write_all(fd, bytes, got) != 0)
+        if (kt_write_all(fd, bytes, got) != 0)
             return fail(reader, "cannot write %s: %s", path, strerror(errno));
         left -= got;
     }

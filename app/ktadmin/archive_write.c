@@ -54,25 +54,11 @@ static void put_u64(unsigned char *out, uint64_t value)
         out[index] = (unsigned char)(value >> (56 - 8 * index));
 }
 
-static int write_all(int fd, const void *data, size_t length)
-{
-    const unsigned char *cursor = data;
-    while (length > 0) {
-        ssize_t written = write(fd, cursor, length);
-        if (written < 0 && errno == EINTR)
-            continue;
-        if (written <= 0)
-            return -1;
-        cursor += written;
-        length -= (size_t)written;
-    }
-    return 0;
-}
 
 static int write_out(ktadmin_archive_writer *writer, const void *data, size_t length,
                      char *error, size_t error_size)
 {
-    if (write_all(writer->fd, data, length) != 0) {
+    if (kt_write_all(writer->fd, data, length) != 0) {
         snprintf(error, error_size, "cannot write the backup file: %s", strerror(errno));
         return -1;
     }
