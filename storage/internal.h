@@ -108,6 +108,7 @@ kt_store_status kt_store_expect_change(kt_store *store, const char *missing_form
 /* ---- schema.c -------------------------------------------------------------------------------- */
 
 int kt_schema_read_version(sqlite3 *db, int *version);
+int kt_schema_page_count(sqlite3 *db, int *pages); /* 0 for a new, empty file */
 /* 0 when this build knows schema `version`; -1 with the "upgrade keytrustee" message otherwise. */
 int kt_schema_refuse_newer(int version, char *error, size_t error_size);
 /* Refuses a database newer than this build, then applies the missing migrations, each in its own

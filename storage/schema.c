@@ -72,18 +72,29 @@ int kt_store_latest_schema_version(void)
     return MIGRATION_COUNT;
 }
 
-int kt_schema_read_version(sqlite3 *db, int *version)
+/* The integer a one-row PRAGMA answers. */
+static int read_pragma_integer(sqlite3 *db, const char *pragma, int *value)
 {
     sqlite3_stmt *statement = NULL;
-    int code = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &statement, NULL);
+    int code = sqlite3_prepare_v2(db, pragma, -1, &statement, NULL);
     if (code == SQLITE_OK) {
         code = sqlite3_step(statement);
     }
     if (code == SQLITE_ROW) {
-        *version = sqlite3_column_int(statement, 0);
+        *value = sqlite3_column_int(statement, 0);
     }
     (void)sqlite3_finalize(statement); /* repeats the step's error, handled above */
     return code == SQLITE_ROW ? 0 : -1;
+}
+
+int kt_schema_read_version(sqlite3 *db, int *version)
+{
+    return read_pragma_integer(db, "PRAGMA user_version", version);
+}
+
+int kt_schema_page_count(sqlite3 *db, int *pages)
+{
+    return read_pragma_integer(db, "PRAGMA page_count", pages);
 }
 
 int kt_schema_refuse_newer(int version, char *error, size_t error_size)

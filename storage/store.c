@@ -34,6 +34,16 @@ static const kt_pragma_setting writer_pragmas[] = {
     {"PRAGMA secure_delete = FAST", "PRAGMA secure_delete", "2"},
 };
 
+/* A new database gets 1 KiB pages, not SQLite's default 4 KiB. Replication ships, hashes, encrypts,
+ * spools and fsyncs whole pages (replication/), and one deposit touches three or four leaf pages
+ * (the table's, the uuid's and the handle's indexes): 1 KiB pages make every commit's bytes about
+ * four times fewer on both nodes. Measured with commit_bench on this 2-core machine, 1 writer:
+ * 1,450 commits/s at 4 KiB, 1,880 at 1 KiB (docs/performance.md). A database that exists keeps
+ * its page size (SQLite fixes it at creation). */
+static const kt_pragma_setting new_database_pragmas[] = {
+    {"PRAGMA page_size = 1024", "PRAGMA page_size", "1024"},
+};
+
 static const kt_pragma_setting reader_pragmas[] = {
     {"PRAGMA foreign_keys = ON", "PRAGMA foreign_keys", "1"},
     {"PRAGMA query_only = ON", "PRAGMA query_only", "1"},
@@ -261,6 +271,16 @@ static int configure_writer(kt_store *store, const kt_store_options *options)
     }
     if (kt_schema_refuse_newer(version, store->message, sizeof store->message) != 0) {
         return -1; /* before WAL mode changes the file */
+    }
+    int pages = 0;
+    if (kt_schema_page_count(store->db, &pages) != 0) {
+        kt_store_fail_sqlite(store, sqlite3_extended_errcode(store->db),
+                             "reading the database size failed");
+        return -1;
+    }
+    if (pages == 0 && apply_pragmas(store, new_database_pragmas,
+                                    sizeof new_database_pragmas / sizeof new_database_pragmas[0]) != 0) {
+        return -1;
     }
     if (apply_pragmas(store, writer_pragmas + 1,
                       sizeof writer_pragmas / sizeof writer_pragmas[0] - 1) != 0) {
