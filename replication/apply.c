@@ -688,12 +688,15 @@ int repl_applier_catch_up(kt_repl *repl)
 {
     int result = 0;
     (void)pthread_mutex_lock(&repl->apply_mutex);
+    /* What is confirmed now, not what gets confirmed meanwhile: chasing the few confirmations
+     * that arrive during an apply made every apply two or three, each with its fsync and index
+     * rebuild, all competing with the spool's fsync that commits wait on. */
+    uint64_t confirmed = repl_spool_confirmed(repl->spool);
     for (;;) {
         (void)pthread_mutex_lock(&repl->mutex);
         kt_repl_position applied = repl->applied;
         bool usable = repl->apply != NULL && !repl->needs_basecopy && !repl->stopping;
         (void)pthread_mutex_unlock(&repl->mutex);
-        uint64_t confirmed = repl_spool_confirmed(repl->spool);
         if (!usable || confirmed <= applied.txid) {
             break;
         }

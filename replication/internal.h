@@ -632,7 +632,8 @@ int repl_apply_checkpoint(repl_apply *apply, uint32_t max_frames);
 uint32_t repl_apply_wal_frames(repl_apply *apply);
 int repl_applier_start(kt_repl *repl, char *error, size_t error_size);
 void repl_applier_stop(kt_repl *repl);
-/* Applies every confirmed entry not applied yet (caller must not hold repl->mutex). */
+/* Applies every entry confirmed when it is called and not applied yet (caller must not hold
+ * repl->mutex). */
 int repl_applier_catch_up(kt_repl *repl);
 
 /* ---- basecopy.c ----------------------------------------------------------------------------- */
