@@ -532,8 +532,8 @@ struct kt_repl {
     char peer_address[64];
 
     /* passive */
-    pthread_t receiver, applier;
-    bool receiver_started, applier_started;
+    pthread_t receiver, applier, apply_guard;
+    bool receiver_started, applier_started, apply_guard_started;
     repl_channel *receiver_channel;
     pthread_mutex_t apply_mutex; /* one apply or install at a time */
     pthread_cond_t apply_wanted; /* a confirmation arrived, or stopping (wakes the applier only) */
@@ -627,7 +627,8 @@ int repl_apply_entries(repl_apply *apply, const repl_entry *entries, size_t coun
 /* Replaces the whole content with the pages of the database file at `image_path`, as one commit
  * through the -wal (readers keep their snapshots). */
 int repl_apply_image(repl_apply *apply, const char *image_path, char *error, size_t error_size);
-/* Checkpoints and truncates the -wal when it holds more than `max_frames` frames. */
+/* Checkpoints and truncates the -wal when it holds more than `max_frames` frames; with 0, whenever
+ * the -wal file is not empty. */
 int repl_apply_checkpoint(repl_apply *apply, uint32_t max_frames);
 uint32_t repl_apply_wal_frames(repl_apply *apply);
 int repl_applier_start(kt_repl *repl, char *error, size_t error_size);
