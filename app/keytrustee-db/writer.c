@@ -17,8 +17,18 @@
  * classified error — including one that failed on its own with a conflict, because its conflict may
  * have been caused by an earlier request of the same batch that is now not committed.
  *
+ * Gathering: with one transaction in flight, N writers that wait on their answers split into two
+ * alternating halves (while one half's batch commits, the other half queues; when it ends, the
+ * queued half goes at once, before the answered half is back). So when a batch ends, the writer
+ * expects the writers it just answered to come back, and waits up to KT_GATHER_US for the queue
+ * to hold that many (the batch's size plus what queued meanwhile), then takes everything queued.
+ * The wait is bounded and short against a commit (a replicated commit takes 0.4-1 ms here);
+ * with a single writer it is the time that writer takes to come back, which the writer thread
+ * would spend idle anyway.
+ *
  * Checkpoints happen here too, and only here (the store is opened with manual_checkpoints): after
- * KT_CHECKPOINT_COMMITS commits, after KT_CHECKPOINT_IDLE_MS without writes, and at shutdown.
+ * KT_CHECKPOINT_COMMITS commits, after KT_CHECKPOINT_IDLE_MS without writes, and at shutdown;
+ * always after the batch's requests are answered, so that no request waits for one.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -33,6 +43,7 @@
 #define KT_WRITE_MESSAGE_SIZE 512
 #define KT_CHECKPOINT_COMMITS 1000u
 #define KT_CHECKPOINT_IDLE_MS 5000
+#define KT_GATHER_US 100
 
 static const char internal_message[] =
     "internal error in keytrustee-db; the details are in its log";
@@ -44,6 +55,7 @@ typedef struct kt_write_request {
     kt_store_status status;
     char message[KT_WRITE_MESSAGE_SIZE];
     bool answered;
+    pthread_cond_t answer; /* signalled once `answered` is set: wakes this request's thread only */
     struct kt_write_request *next;
 } kt_write_request;
 
@@ -52,9 +64,10 @@ struct kt_writer {
     pthread_t thread;
     pthread_mutex_t mutex;
     pthread_cond_t queued;   /* a request was queued, or stopping was set */
-    pthread_cond_t answered; /* a batch was answered */
     kt_write_request *head;
     kt_write_request *tail;
+    unsigned queued_count;   /* requests in head..tail */
+    unsigned gather_target;  /* how many to wait for before the next batch (see Gathering) */
     bool stopping;
     unsigned commits_since_checkpoint;
 };
@@ -139,6 +152,26 @@ static struct timespec deadline_after(int milliseconds)
 
 /* Waits (mutex held) for work; returns the whole queue, or NULL when stopping with nothing left.
  * Runs an idle checkpoint, with the mutex released, when writes stop for a while. */
+/* Mutex held. Waits at most KT_GATHER_US for the queue to hold gather_target requests. */
+static void gather(kt_writer *writer)
+{
+    if (writer->queued_count >= writer->gather_target || writer->stopping) {
+        return;
+    }
+    struct timespec deadline;
+    if (clock_gettime(CLOCK_MONOTONIC, &deadline) != 0) {
+        return;
+    }
+    deadline.tv_nsec += KT_GATHER_US * 1000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    while (writer->queued_count < writer->gather_target && !writer->stopping &&
+           pthread_cond_timedwait(&writer->queued, &writer->mutex, &deadline) == 0) {
+    }
+}
+
 static kt_write_request *take_queue(kt_writer *writer, unsigned *count)
 {
     while (writer->head == NULL && !writer->stopping) {
@@ -150,11 +183,11 @@ static kt_write_request *take_queue(kt_writer *writer, unsigned *count)
             (void)pthread_mutex_lock(&writer->mutex);
         }
     }
+    gather(writer);
     kt_write_request *batch = writer->head;
+    *count = writer->queued_count;
     writer->head = writer->tail = NULL;
-    *count = 0;
-    for (kt_write_request *request = batch; request != NULL; request = request->next)
-        (*count)++;
+    writer->queued_count = 0;
     return batch;
 }
 
@@ -169,13 +202,21 @@ static void *writer_main(void *context)
             break;
         (void)pthread_mutex_unlock(&writer->mutex);
         run_batch(writer, batch, count);
-        if (writer->commits_since_checkpoint >= KT_CHECKPOINT_COMMITS)
-            checkpoint(writer, "busy");
         (void)pthread_mutex_lock(&writer->mutex);
-        /* Waiters see `answered` only once the mutex is released, so the list stays intact. */
-        for (kt_write_request *request = batch; request != NULL; request = request->next)
+        /* The answered writers are expected back (see Gathering). */
+        writer->gather_target = count + writer->queued_count;
+        /* Read each `next` before answering: an answered request's thread may return, and its
+         * request (on that thread's stack) end, as soon as the mutex is released. */
+        for (kt_write_request *request = batch, *next = NULL; request != NULL; request = next) {
+            next = request->next;
             request->answered = true;
-        (void)pthread_cond_broadcast(&writer->answered);
+            (void)pthread_cond_signal(&request->answer);
+        }
+        if (writer->commits_since_checkpoint >= KT_CHECKPOINT_COMMITS) {
+            (void)pthread_mutex_unlock(&writer->mutex);
+            checkpoint(writer, "busy");
+            (void)pthread_mutex_lock(&writer->mutex);
+        }
     }
     (void)pthread_mutex_unlock(&writer->mutex);
     return NULL;
@@ -193,14 +234,8 @@ static int init_sync(kt_writer *writer, char *error, size_t error_size)
         return -1;
     }
     (void)pthread_condattr_destroy(&attributes);
-    if (pthread_cond_init(&writer->answered, NULL) != 0) {
-        (void)pthread_cond_destroy(&writer->queued);
-        snprintf(error, error_size, "cannot set up the writer thread's condition variables");
-        return -1;
-    }
     if (pthread_mutex_init(&writer->mutex, NULL) != 0) {
         (void)pthread_cond_destroy(&writer->queued);
-        (void)pthread_cond_destroy(&writer->answered);
         snprintf(error, error_size, "cannot set up the writer thread's mutex");
         return -1;
     }
@@ -211,7 +246,6 @@ static void destroy_sync(kt_writer *writer)
 {
     (void)pthread_mutex_destroy(&writer->mutex);
     (void)pthread_cond_destroy(&writer->queued);
-    (void)pthread_cond_destroy(&writer->answered);
 }
 
 int kt_writer_start(kt_writer **writer_out, const char *database_path, kt_replication_glue *glue,
@@ -255,9 +289,14 @@ kt_store_status kt_writer_run(kt_writer *writer, const char *name, kt_write_func
                               void *arguments, char *message, size_t message_size)
 {
     kt_write_request request = {.name = name, .function = function, .arguments = arguments};
+    if (pthread_cond_init(&request.answer, NULL) != 0) {
+        snprintf(message, message_size, "keytrustee-db is out of resources; retry in a moment");
+        return KT_STORE_REFUSED;
+    }
     (void)pthread_mutex_lock(&writer->mutex);
     if (writer->stopping) {
         (void)pthread_mutex_unlock(&writer->mutex);
+        (void)pthread_cond_destroy(&request.answer);
         snprintf(message, message_size, "keytrustee-db is stopping; retry in a moment");
         return KT_STORE_REFUSED;
     }
@@ -266,10 +305,12 @@ kt_store_status kt_writer_run(kt_writer *writer, const char *name, kt_write_func
     else
         writer->head = &request;
     writer->tail = &request;
+    writer->queued_count++;
     (void)pthread_cond_signal(&writer->queued);
     while (!request.answered)
-        (void)pthread_cond_wait(&writer->answered, &writer->mutex);
+        (void)pthread_cond_wait(&request.answer, &writer->mutex);
     (void)pthread_mutex_unlock(&writer->mutex);
+    (void)pthread_cond_destroy(&request.answer);
     if (request.status != KT_STORE_OK)
         snprintf(message, message_size, "%s", request.message);
     return request.status;

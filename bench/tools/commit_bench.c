@@ -382,8 +382,10 @@ static const bench_backend keytrustee_backend = {
  * The writers' rows reach storage/ through one group-committing writer thread with the policy of
  * keytrustee-db's writer (app/keytrustee-db/writer.c): it takes everything queued, runs each row
  * as kt_store_deposit_put (its own SAVEPOINT inside the batch), commits once — the commit ships
- * the batch to the passive and waits for its fsync — and answers every writer of the batch; it
- * checkpoints every GROUP_CHECKPOINT_COMMITS commits, as writer.c does. So a row is acknowledged
+ * the batch to the passive and waits for its fsync — and answers every writer of the batch, each
+ * on its own condition variable; before the next batch it waits up to GROUP_GATHER_US for the
+ * writers it just answered to queue again; after answering, it checkpoints every
+ * GROUP_CHECKPOINT_COMMITS commits, as writer.c does. So a row is acknowledged
  * exactly when keytrustee-db would acknowledge it, minus JSON and the admin socket.
  *
  * --target is a directory for the two nodes (created; it must not hold a database yet):
@@ -393,6 +395,7 @@ static const bench_backend keytrustee_backend = {
  * when that pipe closes (this process ended) or on SIGTERM. */
 
 #define GROUP_CHECKPOINT_COMMITS 1000u /* app/keytrustee-db/writer.c: KT_CHECKPOINT_COMMITS */
+#define GROUP_GATHER_US 100             /* app/keytrustee-db/writer.c: KT_GATHER_US */
 #define PAIR_SETUP_TIMEOUT_MS 60000
 
 typedef struct group_request {
@@ -400,6 +403,7 @@ typedef struct group_request {
     kt_store_status status;
     char message[256];
     bool answered;
+    pthread_cond_t answer;
     struct group_request *next;
 } group_request;
 
@@ -415,13 +419,14 @@ static struct {
     pthread_t thread;
     bool thread_started;
     pthread_mutex_t mutex;
-    pthread_cond_t queued, answered;
+    pthread_cond_t queued;
     group_request *head, *tail;
+    unsigned queued_count, gather_target;
     bool stopping;
     unsigned commits_since_checkpoint, checkpoint_commits;
     uint64_t batches, rows_committed;
 } pair = {.passive = -1, .passive_stdin = -1, .mutex = PTHREAD_MUTEX_INITIALIZER,
-          .queued = PTHREAD_COND_INITIALIZER, .answered = PTHREAD_COND_INITIALIZER};
+          .queued = PTHREAD_COND_INITIALIZER};
 
 static void pair_log(void *context, kt_repl_log_level level, const char *message)
 {
@@ -590,9 +595,23 @@ static void group_commit(group_request *batch)
         return;
     }
     pair.batches++;
-    if (++pair.commits_since_checkpoint >= pair.checkpoint_commits &&
-        kt_store_checkpoint(pair.store) == KT_STORE_OK)
-        pair.commits_since_checkpoint = 0;
+    pair.commits_since_checkpoint++;
+}
+
+/* Mutex held: waits at most GROUP_GATHER_US for gather_target queued requests (writer.c). */
+static void group_gather(void)
+{
+    struct timespec deadline;
+    if (pair.queued_count >= pair.gather_target || clock_gettime(CLOCK_MONOTONIC, &deadline) != 0)
+        return;
+    deadline.tv_nsec += GROUP_GATHER_US * 1000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    while (pair.queued_count < pair.gather_target && !pair.stopping &&
+           pthread_cond_clockwait(&pair.queued, &pair.mutex, CLOCK_MONOTONIC, &deadline) == 0) {
+    }
 }
 
 static void *group_writer_main(void *unused)
@@ -602,18 +621,29 @@ static void *group_writer_main(void *unused)
     for (;;) {
         while (pair.head == NULL && !pair.stopping)
             (void)pthread_cond_wait(&pair.queued, &pair.mutex);
+        group_gather();
         group_request *batch = pair.head;
+        unsigned count = pair.queued_count;
         pair.head = pair.tail = NULL;
+        pair.queued_count = 0;
         if (batch == NULL)
             break;
         (void)pthread_mutex_unlock(&pair.mutex);
         group_commit(batch);
         (void)pthread_mutex_lock(&pair.mutex);
-        for (group_request *request = batch; request; request = request->next) {
+        pair.gather_target = count + pair.queued_count;
+        for (group_request *request = batch, *next = NULL; request; request = next) {
+            next = request->next;
             request->answered = true;
             pair.rows_committed += request->status == KT_STORE_OK;
+            (void)pthread_cond_signal(&request->answer);
         }
-        (void)pthread_cond_broadcast(&pair.answered);
+        if (pair.commits_since_checkpoint >= pair.checkpoint_commits) {
+            (void)pthread_mutex_unlock(&pair.mutex);
+            if (kt_store_checkpoint(pair.store) == KT_STORE_OK)
+                pair.commits_since_checkpoint = 0;
+            (void)pthread_mutex_lock(&pair.mutex);
+        }
     }
     (void)pthread_mutex_unlock(&pair.mutex);
     return NULL;
@@ -729,16 +759,22 @@ static bench_put_result pair_put(void *connection, const bench_row *row, char *e
 {
     (void)connection;
     group_request request = {.row = row};
+    if (pthread_cond_init(&request.answer, NULL) != 0) {
+        snprintf(error, error_size, "cannot make a condition variable");
+        return BENCH_PUT_FAILED;
+    }
     (void)pthread_mutex_lock(&pair.mutex);
     if (pair.tail != NULL)
         pair.tail->next = &request;
     else
         pair.head = &request;
     pair.tail = &request;
+    pair.queued_count++;
     (void)pthread_cond_signal(&pair.queued);
     while (!request.answered)
-        (void)pthread_cond_wait(&pair.answered, &pair.mutex);
+        (void)pthread_cond_wait(&request.answer, &pair.mutex);
     (void)pthread_mutex_unlock(&pair.mutex);
+    (void)pthread_cond_destroy(&request.answer);
     if (request.status == KT_STORE_OK)
         return BENCH_PUT_OK;
     snprintf(error, error_size, "%s", request.message);
