@@ -33,7 +33,7 @@
  * Checkpoints: the passive checkpoints its own -wal (RESTART) when it holds more than
  * REPL_APPLY_MAX_WAL_FRAMES frames, so that index rebuilds stay cheap (about 1.5 ms per 1,000
  * frames), and the next apply writes a new generation over the same blocks: the -wal is never
- * truncated while the passive runs, so its fdatasync records no new size (checkpoint_keeping_wal).
+ * truncated while the passive runs, so its fdatasync records no new size (repl_apply_checkpoint_keeping_wal).
  * Promotion and a stop empty it (TRUNCATE, repl_apply_checkpoint). Nothing to coordinate with
  * the active: each node's -wal is its own.
  *
@@ -72,7 +72,7 @@ struct repl_apply {
     repl_wal_cursor end;       /* where our last commit frame ends (valid while have_end) */
     bool have_end;
     bool restart_wal;          /* everything is checkpointed: the next apply starts a new
-                                  generation over the -wal's blocks (checkpoint_keeping_wal) */
+                                  generation over the -wal's blocks (repl_apply_checkpoint_keeping_wal) */
 };
 
 typedef struct wal_appender {
@@ -282,7 +282,7 @@ static int find_append_point(wal_appender *appender)
     unsigned char raw[REPL_WAL_HEADER_BYTES];
     uint32_t sequence = header.valid ? header.checkpoint_sequence + 1 : 0;
     repl_wal_new_header(raw, apply->page_size, sequence, &appender->cursor);
-    /* After checkpoint_keeping_wal the old frames stay where they are: new salts make them
+    /* After repl_apply_checkpoint_keeping_wal the old frames stay where they are: new salts make them
      * invalid, and cut_after_end invalidates the one right after the new ones. */
     if (!apply->restart_wal && ftruncate(appender->fd, 0) != 0) {
         return -1;
@@ -642,7 +642,7 @@ int repl_apply_checkpoint(repl_apply *apply, uint32_t max_frames)
  * new size is a journal commit on the disk where the spool's fsync, which a commit waits on,
  * queues behind it. Readers in long transactions make it wait: it gives up after 100 ms and tries
  * again after the next apply. */
-static int checkpoint_keeping_wal(repl_apply *apply, uint32_t max_frames)
+int repl_apply_checkpoint_keeping_wal(repl_apply *apply, uint32_t max_frames)
 {
     if (repl_apply_wal_frames(apply) <= max_frames) {
         return 0;
@@ -742,7 +742,7 @@ static int apply_batch(kt_repl *repl, const kt_repl_position *applied, uint64_t 
     repl->applied = reached;
     (void)pthread_cond_broadcast(&repl->changed);
     (void)pthread_mutex_unlock(&repl->mutex);
-    (void)checkpoint_keeping_wal(repl->apply, REPL_APPLY_MAX_WAL_FRAMES);
+    (void)repl_apply_checkpoint_keeping_wal(repl->apply, REPL_APPLY_MAX_WAL_FRAMES);
     compact_spool(repl, reached.txid);
     return 0;
 }

@@ -630,6 +630,9 @@ int repl_apply_image(repl_apply *apply, const char *image_path, char *error, siz
 /* Checkpoints and truncates the -wal when it holds more than `max_frames` frames; with 0, whenever
  * the -wal file is not empty. */
 int repl_apply_checkpoint(repl_apply *apply, uint32_t max_frames);
+/* The applier's checkpoint: RESTART, keeping the -wal's blocks for the next apply's new
+ * generation; gives up (returns 0) when readers hold the -wal. */
+int repl_apply_checkpoint_keeping_wal(repl_apply *apply, uint32_t max_frames);
 uint32_t repl_apply_wal_frames(repl_apply *apply);
 int repl_applier_start(kt_repl *repl, char *error, size_t error_size);
 void repl_applier_stop(kt_repl *repl);

@@ -850,6 +850,74 @@ TEST(apply_keeps_open_readers_snapshot_and_checkpoints)
     fixture_stop(&fixture);
 }
 
+static long long file_size(const char *path)
+{
+    struct stat status;
+    return stat(path, &status) == 0 ? (long long)status.st_size : -1;
+}
+
+/* The applier's checkpoint keeps the passive's -wal file: the next apply writes a new generation
+ * over the old frames (new salts), and what follows it never reads as part of it. */
+TEST(apply_after_checkpoint_reuses_the_wal_blocks)
+{
+    capture_fixture fixture;
+    REQUIRE(fixture_start(&fixture, 2000) == 0);
+    CHECK_EQ_INT(put(fixture.writer, "big", 200), SQLITE_OK);   /* a long first generation */
+    CHECK_EQ_INT(put(fixture.writer, "small", 2), SQLITE_OK);
+    char path[160], wal[200], error[256];
+    (void)snprintf(path, sizeof path, "%s/keytrustee-repl.log", fixture.source.dir);
+    (void)snprintf(wal, sizeof wal, "%s-wal", fixture.copy.db);
+    repl_spool *spool = NULL;
+    repl_apply *apply = NULL;
+    REQUIRE(repl_spool_open(&spool, path, NULL, NULL, &logger_of_tests, error, sizeof error) == 0);
+    REQUIRE(repl_apply_open(&apply, fixture.copy.db, &logger_of_tests, error, sizeof error) == 0);
+    uint64_t tip = repl_spool_tip(spool).txid;
+    for (uint64_t txid = 1; txid <= tip; txid++) {
+        repl_entry entry;
+        CHECK(repl_spool_read(spool, txid, &entry) == 0);
+        CHECK(repl_apply_entries(apply, &entry, 1, error, sizeof error) == 0);
+        repl_entry_free(&entry);
+    }
+    long long before = file_size(wal);
+    CHECK(before > 0);
+    CHECK(repl_apply_checkpoint_keeping_wal(apply, 0) == 0);
+    CHECK_EQ_INT(file_size(wal), before); /* checkpointed, not truncated */
+    CHECK(same_content(fixture.source.db, fixture.copy.db));
+
+    /* A short new generation over the long old one: readers, a fresh connection's recovery and
+     * integrity_check see exactly the source. */
+    CHECK_EQ_INT(put(fixture.writer, "after", 3), SQLITE_OK);
+    CHECK_EQ_INT(sqlite3_exec(fixture.writer, "DELETE FROM kv WHERE key LIKE 'big-1%'", NULL,
+                              NULL, NULL),
+                 SQLITE_OK);
+    repl_spool_close(spool); /* this handle's index stops where it was opened: open it anew */
+    REQUIRE(repl_spool_open(&spool, path, NULL, NULL, &logger_of_tests, error, sizeof error) == 0);
+    uint64_t last = repl_spool_tip(spool).txid;
+    CHECK(last > tip);
+    for (uint64_t txid = tip + 1; txid <= last; txid++) {
+        repl_entry entry;
+        CHECK(repl_spool_read(spool, txid, &entry) == 0);
+        CHECK(repl_apply_entries(apply, &entry, 1, error, sizeof error) == 0);
+        repl_entry_free(&entry);
+    }
+    CHECK_EQ_INT(file_size(wal), before); /* the new frames went over the old blocks */
+    CHECK_EQ_INT(count_rows(fixture.copy.db, "after"), 3);
+    CHECK_EQ_INT(count_rows(fixture.copy.db, ""), count_rows(fixture.source.db, ""));
+    repl_apply_close(apply);
+    repl_spool_close(spool);
+    CHECK(same_content(fixture.source.db, fixture.copy.db)); /* recovery from the file alone */
+    uint32_t page_size = 0;
+    CHECK(repl_basecopy_verify(fixture.copy.db, &page_size, error, sizeof error) == 0);
+
+    /* A stop (TRUNCATE) still empties it. */
+    REQUIRE(repl_apply_open(&apply, fixture.copy.db, &logger_of_tests, error, sizeof error) == 0);
+    CHECK(repl_apply_checkpoint(apply, 0) == 0);
+    CHECK_EQ_INT(file_size(wal), 0);
+    repl_apply_close(apply);
+    CHECK(same_content(fixture.source.db, fixture.copy.db));
+    fixture_stop(&fixture);
+}
+
 /* ---- refusals leave no trace ---------------------------------------------------------------- */
 
 TEST(refused_commits_leave_nothing_behind)
