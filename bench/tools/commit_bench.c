@@ -379,13 +379,14 @@ static const bench_backend keytrustee_backend = {
  * --passive-node — is the passive, connected over loopback TCP exactly as keytrustee-db's passive
  * connects (replication/walreceiver.c: authenticated, encrypted, spool fsynced before its ACK).
  *
- * The writers' rows reach storage/ through one group-committing writer thread with the policy of
- * keytrustee-db's writer (app/keytrustee-db/writer.c): it takes everything queued, runs each row
- * as kt_store_deposit_put (its own SAVEPOINT inside the batch), commits once — the commit ships
- * the batch to the passive and waits for its fsync — and answers every writer of the batch, each
- * on its own condition variable; before the next batch it waits up to GROUP_GATHER_US for the
- * writers it just answered to queue again; after answering, it checkpoints every
- * GROUP_CHECKPOINT_COMMITS commits, as writer.c does. So a row is acknowledged
+ * The writers' rows reach storage/ by the rules of keytrustee-db's writer (app/keytrustee-db/
+ * writer.c): a row that finds nothing queued, the store free and no contention in the last batch
+ * is committed on its writer's own thread; otherwise rows queue for the writer thread, which waits
+ * up to GROUP_GATHER_US for the writers answered last time to queue again and takes everything
+ * queued. Either leader runs each row as kt_store_deposit_put (its own SAVEPOINT inside the
+ * batch), commits once — the commit ships the batch to the passive and waits for its fsync — and
+ * answers every writer of the batch, each on its own condition variable. The writer thread
+ * checkpoints every GROUP_CHECKPOINT_COMMITS commits, after answering. So a row is acknowledged
  * exactly when keytrustee-db would acknowledge it, minus JSON and the admin socket.
  *
  * --target is a directory for the two nodes (created; it must not hold a database yet):
@@ -416,13 +417,13 @@ static struct {
     char client[KT_FINGERPRINT_CHARS + 1];
     pid_t passive;
     int passive_stdin;
-    pthread_t thread;
+    pthread_t thread; /* the writer thread */
     bool thread_started;
     pthread_mutex_t mutex;
     pthread_cond_t queued;
     group_request *head, *tail;
     unsigned queued_count, gather_target;
-    bool stopping;
+    bool store_busy, checkpoint_due, stopping;
     unsigned commits_since_checkpoint, checkpoint_commits;
     uint64_t batches, rows_committed;
 } pair = {.passive = -1, .passive_stdin = -1, .mutex = PTHREAD_MUTEX_INITIALIZER,
@@ -614,35 +615,53 @@ static void group_gather(void)
     }
 }
 
+/* Mutex held, the store free and rows queued: one batch (writer.c's lead_batch). */
+static void group_lead(bool gathering)
+{
+    pair.store_busy = true;
+    if (gathering)
+        group_gather();
+    group_request *batch = pair.head;
+    unsigned count = pair.queued_count;
+    pair.head = pair.tail = NULL;
+    pair.queued_count = 0;
+    (void)pthread_mutex_unlock(&pair.mutex);
+    group_commit(batch);
+    (void)pthread_mutex_lock(&pair.mutex);
+    pair.checkpoint_due = pair.commits_since_checkpoint >= pair.checkpoint_commits;
+    pair.gather_target = count + pair.queued_count;
+    for (group_request *request = batch, *next = NULL; request; request = next) {
+        next = request->next;
+        request->answered = true;
+        pair.rows_committed += request->status == KT_STORE_OK;
+        (void)pthread_cond_signal(&request->answer);
+    }
+    pair.store_busy = false;
+    if (pair.head != NULL || pair.checkpoint_due || pair.stopping)
+        (void)pthread_cond_signal(&pair.queued);
+}
+
 static void *group_writer_main(void *unused)
 {
     (void)unused;
     (void)pthread_mutex_lock(&pair.mutex);
     for (;;) {
-        while (pair.head == NULL && !pair.stopping)
+        while (!(!pair.store_busy && (pair.head != NULL || pair.checkpoint_due)) &&
+               !(pair.stopping && !pair.store_busy))
             (void)pthread_cond_wait(&pair.queued, &pair.mutex);
-        group_gather();
-        group_request *batch = pair.head;
-        unsigned count = pair.queued_count;
-        pair.head = pair.tail = NULL;
-        pair.queued_count = 0;
-        if (batch == NULL)
-            break;
-        (void)pthread_mutex_unlock(&pair.mutex);
-        group_commit(batch);
-        (void)pthread_mutex_lock(&pair.mutex);
-        pair.gather_target = count + pair.queued_count;
-        for (group_request *request = batch, *next = NULL; request; request = next) {
-            next = request->next;
-            request->answered = true;
-            pair.rows_committed += request->status == KT_STORE_OK;
-            (void)pthread_cond_signal(&request->answer);
-        }
-        if (pair.commits_since_checkpoint >= pair.checkpoint_commits) {
+        if (pair.store_busy || (pair.head == NULL && !pair.checkpoint_due))
+            break; /* stopping */
+        if (pair.head != NULL)
+            group_lead(true);
+        if (pair.checkpoint_due && !pair.store_busy) {
+            pair.store_busy = true;
+            pair.checkpoint_due = false;
             (void)pthread_mutex_unlock(&pair.mutex);
-            if (kt_store_checkpoint(pair.store) == KT_STORE_OK)
-                pair.commits_since_checkpoint = 0;
+            bool done = kt_store_checkpoint(pair.store) == KT_STORE_OK;
             (void)pthread_mutex_lock(&pair.mutex);
+            if (done)
+                pair.commits_since_checkpoint = 0;
+            pair.store_busy = false;
         }
     }
     (void)pthread_mutex_unlock(&pair.mutex);
@@ -770,9 +789,15 @@ static bench_put_result pair_put(void *connection, const bench_row *row, char *e
         pair.head = &request;
     pair.tail = &request;
     pair.queued_count++;
-    (void)pthread_cond_signal(&pair.queued);
-    while (!request.answered)
-        (void)pthread_cond_wait(&request.answer, &pair.mutex);
+    if (!pair.store_busy && !pair.checkpoint_due && pair.head == &request &&
+        pair.tail == &request && pair.gather_target <= 1) {
+        group_lead(false); /* alone: commit on this thread */
+    } else {
+        if (!pair.store_busy || pair.queued_count >= pair.gather_target)
+            (void)pthread_cond_signal(&pair.queued);
+        while (!request.answered)
+            (void)pthread_cond_wait(&request.answer, &pair.mutex);
+    }
     (void)pthread_mutex_unlock(&pair.mutex);
     (void)pthread_cond_destroy(&request.answer);
     if (request.status == KT_STORE_OK)
