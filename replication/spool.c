@@ -74,6 +74,8 @@ struct repl_spool {
     kt_repl_position applied;
     uint64_t size;          /* where the next record goes (the logical end) */
     uint64_t allocated;     /* the file's length: zeros from `size` on (preallocated) */
+    uint64_t writeback_from; /* unsynced appends from here on have not been handed to the disk
+                                yet (start_writeback); a hint only, clamped to `size` */
     spool_item *items;      /* items[i].txid == base.txid + 1 + i */
     size_t count, capacity;
     uint64_t rewrites;      /* counts cuts and rewrites: a compaction in progress checks it */
@@ -611,6 +613,26 @@ static int append_bytes(repl_spool *spool, const repl_buffer *buffer, bool sync,
     return 0;
 }
 
+/* Lock held. Appends that are synced later (before a new -wal generation, at a stop) are handed
+ * to the disk WRITEBACK_BYTES at a time, so that the later sync finds little left and does not hit
+ * the disk with megabytes at once while commits wait on it. Not after every append: that was one
+ * more small write for the disk per commit, in the queue where the -wal's and the passive's
+ * fsyncs wait (commit_bench, 1 writer: the log append took 48 us with it, 26 without). */
+#define WRITEBACK_BYTES (256u << 10)
+
+static void start_writeback(repl_spool *spool)
+{
+    if (spool->writeback_from > spool->size) {
+        spool->writeback_from = spool->size; /* cut or compacted since */
+    }
+    if (spool->size - spool->writeback_from < WRITEBACK_BYTES) {
+        return;
+    }
+    (void)sync_file_range(spool->fd, (off64_t)spool->writeback_from,
+                          (off64_t)(spool->size - spool->writeback_from), SYNC_FILE_RANGE_WRITE);
+    spool->writeback_from = spool->size;
+}
+
 int repl_spool_append(repl_spool *spool, const repl_entry *entry, bool sync)
 {
     repl_buffer buffer = {0};
@@ -633,11 +655,9 @@ int repl_spool_append(repl_spool *spool, const repl_entry *entry, bool sync)
             result = 0;
         }
         if (result == 0 && !sync) {
-            /* Synced later (before a new -wal generation, at a stop): start the write-back now,
-             * so that the later sync finds little left and does not hit the disk with megabytes
-             * at once while commits wait on it. */
-            (void)sync_file_range(spool->fd, (off64_t)offset, (off64_t)buffer.length,
-                                  SYNC_FILE_RANGE_WRITE);
+            start_writeback(spool);
+        } else if (result == 0) {
+            spool->writeback_from = spool->size;
         }
     }
     (void)pthread_mutex_unlock(&spool->lock);
