@@ -55,6 +55,10 @@ struct repl_channel {
     kt_secret *receive_key;
     uint64_t send_counter;
     uint64_t receive_counter;
+    /* One thread may send while another receives (walsender.c: the committing thread sends its
+     * transaction while the session thread reads acknowledgements): the keys and counters of each
+     * direction are separate, and the failure is set once, under this lock. */
+    pthread_mutex_t failure_lock;
     bool broken;
     char error[160];
 };
@@ -64,14 +68,26 @@ static void channel_fail(repl_channel *channel, const char *format, ...)
 
 static void channel_fail(repl_channel *channel, const char *format, ...)
 {
-    channel->broken = true;
-    va_list arguments;
-    va_start(arguments, format);
-    int written = vsnprintf(channel->error, sizeof channel->error, format, arguments);
-    va_end(arguments);
-    if (written < 0) {
-        channel->error[0] = '\0';
+    (void)pthread_mutex_lock(&channel->failure_lock);
+    if (!channel->broken) { /* the first failure is the one worth saying */
+        va_list arguments;
+        va_start(arguments, format);
+        int written = vsnprintf(channel->error, sizeof channel->error, format, arguments);
+        va_end(arguments);
+        if (written < 0) {
+            channel->error[0] = '\0';
+        }
+        channel->broken = true;
     }
+    (void)pthread_mutex_unlock(&channel->failure_lock);
+}
+
+static bool channel_broken(repl_channel *channel)
+{
+    (void)pthread_mutex_lock(&channel->failure_lock);
+    bool broken = channel->broken;
+    (void)pthread_mutex_unlock(&channel->failure_lock);
+    return broken;
 }
 
 /* ---- raw I/O with deadlines ----------------------------------------------------------------- */
@@ -304,6 +320,10 @@ static repl_channel *channel_new(int fd, const char *peer)
     if (channel == NULL) {
         return NULL;
     }
+    if (pthread_mutex_init(&channel->failure_lock, NULL) != 0) {
+        free(channel);
+        return NULL;
+    }
     channel->fd = fd;
     (void)snprintf(channel->peer, sizeof channel->peer, "%s", peer);
     return channel;
@@ -507,7 +527,7 @@ static unsigned char *seal_frame(repl_channel *channel, uint8_t type, const void
 static int send_part(repl_channel *channel, uint8_t type, const void *payload, size_t length,
                      int timeout_ms, size_t numerator, size_t denominator)
 {
-    if (channel->broken) {
+    if (channel_broken(channel)) {
         return -1;
     }
     size_t frame_length = 0;
@@ -541,7 +561,7 @@ int repl_channel_receive(repl_channel *channel, uint8_t *type, unsigned char **p
 {
     *payload = NULL;
     *length = 0;
-    if (channel->broken) {
+    if (channel_broken(channel)) {
         return -1;
     }
     if (wait_fd(channel->fd, POLLIN, repl_now_ms() + wait_ms) != 0) {
@@ -593,7 +613,13 @@ int repl_channel_receive(repl_channel *channel, uint8_t *type, unsigned char **p
 
 int repl_channel_fd(const repl_channel *channel) { return channel->fd; }
 const char *repl_channel_peer(const repl_channel *channel) { return channel->peer; }
-const char *repl_channel_error(const repl_channel *channel) { return channel->error; }
+
+const char *repl_channel_error(repl_channel *channel)
+{
+    (void)pthread_mutex_lock(&channel->failure_lock); /* written once, before `broken` is set */
+    (void)pthread_mutex_unlock(&channel->failure_lock);
+    return channel->error;
+}
 
 void repl_channel_shutdown(repl_channel *channel)
 {
@@ -612,5 +638,6 @@ void repl_channel_close(repl_channel *channel)
     }
     kt_secret_free(channel->send_key);
     kt_secret_free(channel->receive_key);
+    (void)pthread_mutex_destroy(&channel->failure_lock);
     free(channel);
 }

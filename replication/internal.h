@@ -439,7 +439,7 @@ int repl_channel_receive(repl_channel *channel, uint8_t *type, unsigned char **p
                          size_t *length, int wait_ms, int complete_ms);
 int repl_channel_fd(const repl_channel *channel);
 const char *repl_channel_peer(const repl_channel *channel);
-const char *repl_channel_error(const repl_channel *channel);
+const char *repl_channel_error(repl_channel *channel);
 void repl_channel_shutdown(repl_channel *channel); /* wakes a thread blocked on it */
 void repl_channel_close(repl_channel *channel);    /* NULL allowed */
 
@@ -484,9 +484,8 @@ typedef struct repl_inflight {
     bool active;
     uint64_t txid;
     unsigned char hash[KT_HASH_BYTES];
-    unsigned char *message;     /* encoded TX waiting for the sender (owned), NULL once taken */
-    size_t message_length;
-    bool maybe_sent;            /* the sender started writing it: the passive may have it */
+    bool maybe_sent;            /* the committing thread started sending it: the passive may
+                                   have it */
     bool acknowledged;
     bool refused;               /* NACK */
     uint8_t nack_reason;
@@ -603,6 +602,9 @@ bool repl_syncrep_writable(kt_repl *repl, char *reason, size_t reason_size);
 int repl_walsender_start(kt_repl *repl, char *error, size_t error_size);
 void repl_walsender_stop(kt_repl *repl);
 void repl_walsender_wake(kt_repl *repl); /* new work for the stream session (holds mutex) */
+/* The committing thread sends its transaction on the link (holds repl->mutex, released while
+ * sending); 0 once sent, -1 after a failure, which resets the link. */
+int repl_walsender_send_inflight(kt_repl *repl, const unsigned char *message, size_t length);
 
 /* ---- walreceiver.c -------------------------------------------------------------------------- */
 

@@ -8,7 +8,9 @@
  *   1. Wait, at most until the commit's deadline (ack_timeout_ms from its start), for the passive
  *      to be in_sync and to have acknowledged everything committed before. No passive connected
  *      at all: refuse at once.
- *   2. Give the encoded transaction to the stream session (the "in-flight" slot) and wake it.
+ *   2. Send the encoded transaction to the passive from this thread (walsender.c,
+ *      repl_walsender_send_inflight: the stream session's own sends wait on the same lock), and
+ *      note it in the "in-flight" slot, where the session reports its acknowledgement.
  *   3. Sync the -wal locally while the transaction travels (one fsync here, one on the passive,
  *      at the same time).
  *   4. Wait for the passive's acknowledgement (spooled and fsynced there), its refusal, the loss
@@ -25,7 +27,7 @@
  * What a failure means (the classifier, replication.c, reports it to storage/)
  *   REFUSED        the passive cannot have it: never handed to the session, or the passive
  *                  refused it (NACK), or no passive was in sync before the deadline.
- *   INDETERMINATE  it may have reached the passive (the session started writing it) but no
+ *   INDETERMINATE  it may have reached the passive (sending it started) but no
  *                  acknowledgement came: ack lost, link lost, local failure after sending.
  *                  The link is then reset; at the next handshake the passive drops it unless the
  *                  active's log has the same transaction (guarantee 4 in replication.h).
@@ -46,7 +48,6 @@
 
 static void inflight_clear(repl_inflight *inflight)
 {
-    free(inflight->message);
     memset(inflight, 0, sizeof *inflight);
 }
 
@@ -135,7 +136,10 @@ static bool refusal_worth_logging(kt_repl *repl)
     return true;
 }
 
-static int queue_inflight(kt_repl *repl, const repl_entry *entry)
+/* Holds repl->mutex (released while sending). Sends the transaction to the passive from this,
+ * the committing thread. -1 only when nothing was sent (out of memory); a failed send resets the
+ * link, and waiting for the acknowledgement then finds the link lost: indeterminate. */
+static int send_inflight(kt_repl *repl, const repl_entry *entry)
 {
     repl_buffer message = {0};
     repl_msg_tx tx = {false, *entry};
@@ -148,9 +152,8 @@ static int queue_inflight(kt_repl *repl, const repl_entry *entry)
     repl->inflight.active = true;
     repl->inflight.txid = entry->txid;
     memcpy(repl->inflight.hash, entry->hash, KT_HASH_BYTES);
-    repl->inflight.message = message.data;
-    repl->inflight.message_length = message.length;
-    repl_walsender_wake(repl);
+    (void)repl_walsender_send_inflight(repl, message.data, message.length);
+    repl_buffer_free(&message);
     return 0;
 }
 
@@ -205,7 +208,7 @@ static const char *admit(kt_repl *repl, const repl_entry *entry, bool synchronou
         why = "this node is fenced: a node with a newer epoch exists";
     } else if (synchronous && !wait_in_sync(repl, &tip, deadline, &why)) {
         /* why is set */
-    } else if (synchronous && queue_inflight(repl, entry) != 0) {
+    } else if (synchronous && send_inflight(repl, entry) != 0) {
         why = "out of memory";
     }
     bool say = why != NULL && refusal_worth_logging(repl);
