@@ -427,6 +427,11 @@ int repl_walsender_send_inflight(kt_repl *repl, const unsigned char *message, si
     (void)pthread_mutex_unlock(&repl->mutex);
     int result = -1;
     if (session->channel != NULL) {
+        /* Counted as sent before it is: the session thread may read the passive's ACK before
+         * this thread returns from the send, and checks it against next_send. A failed send
+         * resets the link, so the count does not outlive it. */
+        session->next_send++;
+        allow_quiet(session, length);
         if (repl_failpoint_fires(REPL_FP_ACTIVE_MID_SEND)) {
             (void)repl_channel_send_torn(session->channel, REPL_MSG_TX, message, length,
                                          repl->peer_timeout_ms);
@@ -434,10 +439,7 @@ int repl_walsender_send_inflight(kt_repl *repl, const unsigned char *message, si
         }
         result = repl_channel_send(session->channel, REPL_MSG_TX, message, length,
                                    repl->peer_timeout_ms);
-        if (result == 0) {
-            allow_quiet(session, length);
-            session->next_send++;
-        } else {
+        if (result != 0) {
             repl_log(&repl->logger, KT_REPL_LOG_WARNING, "replication: %s",
                      repl_channel_error(session->channel));
         }

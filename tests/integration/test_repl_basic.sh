@@ -93,6 +93,16 @@ check "a transaction larger than the page cache" quiet ctl a big large 300
 check "the passive applies a synchronous write once confirmed" wait_for 30 ctl p get sync-30
 check "nodes identical after synchronous writes" identical
 
+# Back-to-back synchronous commits: the passive's acknowledgement can reach the active's session
+# thread before the committing thread has returned from sending the transaction (a race that once
+# dropped the link: "acknowledged something never sent").
+burst=$(ctl a bench 5000)
+check "5,000 back-to-back synchronous commits, none refused ($burst)" \
+  test "$(sed -n 's/.* failed=\([0-9]*\).*/\1/p' <<<"$burst")" = 0
+check "the link was never dropped during the burst" \
+  bash -c "! grep -q 'never sent' '$W/active.log' 2>/dev/null"
+check "nodes identical after the burst" identical
+
 # ---- the passive killed with -9: refused within 2 s, never appears ------------------------------
 
 kt_stop passive KILL
