@@ -33,9 +33,9 @@
  * Checkpoints: the passive checkpoints its own -wal (RESTART) when it holds more than
  * REPL_APPLY_MAX_WAL_FRAMES frames, so that index rebuilds stay cheap (about 1.5 ms per 1,000
  * frames), and the next apply writes a new generation over the same blocks: the -wal is never
- * truncated while the passive runs, so its fdatasync records no new size (repl_apply_checkpoint_keeping_wal).
- * Promotion and a stop empty it (TRUNCATE, repl_apply_checkpoint). Nothing to coordinate with
- * the active: each node's -wal is its own.
+ * truncated while the passive runs, so its fdatasync records no new size
+ * (repl_apply_checkpoint_keeping_wal). Promotion and a stop empty it (TRUNCATE,
+ * repl_apply_checkpoint). Nothing to coordinate with the active: each node's -wal is its own.
  *
  * The same lock-and-invalidate is how the active releases or cuts a pending transaction in its
  * own -wal while its writer's connection is open (repl_apply_change_wal, vfs_capture.c).
@@ -72,7 +72,7 @@ struct repl_apply {
     repl_wal_cursor end;       /* where our last commit frame ends (valid while have_end) */
     bool have_end;
     bool restart_wal;          /* everything is checkpointed: the next apply starts a new
-                                  generation over the -wal's blocks (repl_apply_checkpoint_keeping_wal) */
+                                  generation over the -wal's blocks */
 };
 
 typedef struct wal_appender {
@@ -282,8 +282,8 @@ static int find_append_point(wal_appender *appender)
     unsigned char raw[REPL_WAL_HEADER_BYTES];
     uint32_t sequence = header.valid ? header.checkpoint_sequence + 1 : 0;
     repl_wal_new_header(raw, apply->page_size, sequence, &appender->cursor);
-    /* After repl_apply_checkpoint_keeping_wal the old frames stay where they are: new salts make them
-     * invalid, and cut_after_end invalidates the one right after the new ones. */
+    /* After repl_apply_checkpoint_keeping_wal the old frames stay where they are: new salts
+     * make them invalid, and cut_after_end invalidates the one right after the new ones. */
     if (!apply->restart_wal && ftruncate(appender->fd, 0) != 0) {
         return -1;
     }

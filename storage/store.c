@@ -278,8 +278,8 @@ static int configure_writer(kt_store *store, const kt_store_options *options)
                              "reading the database size failed");
         return -1;
     }
-    if (pages == 0 && apply_pragmas(store, new_database_pragmas,
-                                    sizeof new_database_pragmas / sizeof new_database_pragmas[0]) != 0) {
+    size_t new_count = sizeof new_database_pragmas / sizeof new_database_pragmas[0];
+    if (pages == 0 && apply_pragmas(store, new_database_pragmas, new_count) != 0) {
         return -1;
     }
     if (apply_pragmas(store, writer_pragmas + 1,

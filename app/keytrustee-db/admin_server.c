@@ -4,7 +4,8 @@
  * One accept thread, and one thread per connection. A connection thread owns its session: the
  * socket, and a reader kt_store opened on its first read (storage.h: a store is used by one thread
  * at a time, and WAL gives each reader a consistent snapshot beside the writer). Writes leave the
- * connection thread only to queue on the writer thread (writer.c).
+ * connection thread only through the writer (writer.c): committed on this thread when it is
+ * alone, else queued for the writer thread's next batch.
  *
  * Between requests every thread waits in poll(2) on its socket and on the service's stop pipe;
  * main closes the pipe's write end to stop them all at once. A request that has started is always

@@ -21,9 +21,10 @@
  * page-for-page matters because a passive re-applies whole page images on top of it. What must
  * agree with that snapshot differs by role:
  *   - standalone or active: the replication log's tip must be exactly the snapshot's position, or
- *     the restored node's log and database would disagree. Both are taken in one moment on the
- *     writer thread (kt_writer_run): the only thread that commits or appends to the log runs our
- *     function between two batches, so no commit is in flight. In that moment we note the log's
+ *     the restored node's log and database would disagree. Both are taken in one moment inside a
+ *     batch (kt_writer_run): only the batch's leader, which alone holds the writer store, commits
+ *     or appends to the log, and it runs our function before its batch commits, so no commit is
+ *     in flight. In that moment we note the log's
  *     length (later appends are not copied), read the state file, and start the read transaction.
  *     The writer waits only for that, not for the copy.
  *   - passive: the log (its spool) and the state file may only say what the database holds at
@@ -239,7 +240,7 @@ static int capture(backup_run *run)
     return 0;
 }
 
-/* Runs on the writer thread, between two batches' commits. */
+/* Runs inside a batch, holding the writer store: between two batches' commits. */
 static kt_store_status capture_on_writer(kt_store *store, void *arguments)
 {
     (void)store;

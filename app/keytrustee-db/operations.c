@@ -60,7 +60,7 @@ static json_t *not_writable(const kt_db_service *service, const char *reason, co
     return response;
 }
 
-/* Runs a write on the writer thread; false with *failure set when it was not committed. */
+/* Runs a write through the writer (writer.c); false with *failure set when it was not committed. */
 static bool run_write(kt_db_session *session, const char *op, kt_write_function function,
                       void *arguments, json_t **failure)
 {

@@ -111,8 +111,8 @@ static int url_host(const char *url, char *host, size_t host_size)
     return 0;
 }
 
-/* Runs on the writer thread in a batch of its own: once it returns, every write queued before
- * the hand-over began has been committed (or refused) and answered. */
+/* Runs in a batch, holding the writer store: once its batch has committed, every write queued
+ * before the hand-over began has been committed (or refused) and answered. */
 static kt_store_status writer_barrier(kt_store *store, void *arguments)
 {
     (void)store;

@@ -8,7 +8,7 @@
  *   operations.c        one function per admin op: validate, call storage, build the response
  *   request_fields.c    strict typed access to a request's fields
  *   responses.c         response objects (ok, errors, org/client/deposit objects)
- *   writer.c            the single writer thread and its group commit
+ *   writer.c            the single writer store, its batches and group commit
  *   status.c            the status op
  *   backup.c            the backup op (a consistent copy for `ktadmin backup`), last_backup
  *   audit.c             the audit events of operator requests (app/common/audit.c writes them)
@@ -100,11 +100,13 @@ void kt_replication_glue_stop(kt_replication_glue *glue); /* NULL allowed */
 
 typedef struct kt_writer kt_writer;
 
-/* One write, run on the writer thread inside the open batch. `arguments` belong to the caller,
+/* One write, run by the batch's leader (the writer thread, or a lone request's own thread) inside
+ * the open batch, while it alone holds the writer store. `arguments` belong to the caller,
  * who waits until the write is answered. */
 typedef kt_store_status (*kt_write_function)(kt_store *store, void *arguments);
 
-/* Opens the writer store at `database_path` and starts the writer thread. */
+/* Opens the writer store at `database_path` and starts the writer thread (batches under
+ * contention, checkpoints). */
 int kt_writer_start(kt_writer **writer, const char *database_path, kt_replication_glue *glue,
                     char *error, size_t error_size);
 /* Queues a write and waits for its batch's commit. Returns its status; for a failure `message`
