@@ -173,7 +173,8 @@ void repl_entry_encode(repl_buffer *buffer, const repl_entry *entry)
     repl_buffer_put(buffer, entry->frames, entry->frames_length);
 }
 
-int repl_entry_decode(repl_reader *reader, repl_entry *entry)
+/* Sizes and page numbers only; the chain hash is the callers'. */
+static int decode_entry_fields(repl_reader *reader, repl_entry *entry)
 {
     memset(entry, 0, sizeof *entry);
     entry->epoch = repl_reader_u64(reader);
@@ -204,9 +205,22 @@ int repl_entry_decode(repl_reader *reader, repl_entry *entry)
             return -1;
         }
     }
+    return 0;
+}
+
+int repl_entry_decode(repl_reader *reader, repl_entry *entry)
+{
+    if (decode_entry_fields(reader, entry) != 0) {
+        return -1;
+    }
     unsigned char hash[KT_HASH_BYTES];
     repl_chain_hash(entry, hash);
     return kt_equal(hash, entry->hash, KT_HASH_BYTES) ? 0 : -1;
+}
+
+int repl_entry_decode_from_peer(repl_reader *reader, repl_entry *entry)
+{
+    return decode_entry_fields(reader, entry);
 }
 
 /* ---- the state file ------------------------------------------------------------------------- */

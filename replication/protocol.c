@@ -102,7 +102,7 @@ int repl_decode_tx(const unsigned char *data, size_t length, repl_msg_tx *messag
     repl_reader_init(&reader, data, length);
     uint8_t committed = repl_reader_u8(&reader);
     message->committed = committed == 1;
-    if (committed > 1 || repl_entry_decode(&reader, &message->entry) != 0 ||
+    if (committed > 1 || repl_entry_decode_from_peer(&reader, &message->entry) != 0 ||
         !repl_reader_done(&reader)) {
         return -1;
     }

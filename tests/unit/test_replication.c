@@ -247,7 +247,13 @@ TEST(entry_and_messages_round_trip_and_reject_damage)
     CHECK(memcmp(decoded.entry.hash, entry.hash, KT_HASH_BYTES) == 0);
     CHECK(repl_decode_tx(buffer.data, buffer.length - 1, &decoded) != 0);
     buffer.data[buffer.length - 5] ^= 0x40; /* a page byte: the hash no longer holds */
-    CHECK(repl_decode_tx(buffer.data, buffer.length, &decoded) != 0);
+    /* From the peer only the sizes are checked (the channel's AEAD vouches for the bytes); the
+     * hash is checked when the entry is read back from the log, before it is applied. */
+    REQUIRE(repl_decode_tx(buffer.data, buffer.length, &decoded) == 0);
+    repl_reader reader;
+    repl_reader_init(&reader, buffer.data + 1, buffer.length - 1);
+    repl_entry damaged;
+    CHECK(repl_entry_decode(&reader, &damaged) != 0);
     repl_buffer_free(&buffer);
 
     repl_msg_decision decision = {REPL_DECIDE_REFUSE, 3, {0}, {0}, "because"}, back;
