@@ -479,6 +479,7 @@ typedef struct spool_race {
     kt_repl_position tip;
     int appended, failures;
     volatile int done;
+    int compactions; /* finished while the appender ran (atomic) */
 } spool_race;
 
 enum { RACE_ENTRIES = 400 };
@@ -497,6 +498,14 @@ static void *race_appender(void *argument)
         }
         race->tip = repl_entry_position(&entry);
         race->appended++;
+        if (index == RACE_ENTRIES / 2) {
+            /* Half way, let a compaction finish before going on, so that the two overlap on any
+             * machine (a slow one under ASan could otherwise append everything first). */
+            for (int wait = 0; wait < 10000 && !__atomic_load_n(&race->compactions,
+                                                                 __ATOMIC_SEQ_CST); wait++) {
+                (void)usleep(1000);
+            }
+        }
     }
     __atomic_store_n(&race->done, 1, __ATOMIC_SEQ_CST);
     return NULL;
@@ -507,7 +516,12 @@ static void *race_compactor(void *argument)
     spool_race *race = argument;
     while (!__atomic_load_n(&race->done, __ATOMIC_SEQ_CST)) {
         uint64_t tip = repl_spool_tip(race->spool).txid;
-        if (tip > 20 && repl_spool_compact(race->spool, tip - 10) != 0 && errno != EAGAIN) {
+        if (tip <= 20) {
+            continue;
+        }
+        if (repl_spool_compact(race->spool, tip - 10) == 0) {
+            (void)__atomic_add_fetch(&race->compactions, 1, __ATOMIC_SEQ_CST);
+        } else if (errno != EAGAIN) {
             race->failures++;
         }
     }
