@@ -16,9 +16,11 @@
  *   1. reads the -wal header; if its salts are those of the generation it knows, the transaction
  *      starts where the last committed one ended; otherwise the file was restarted after a
  *      checkpoint and the transaction starts right after the new header;
- *   2. reads the frames back from the file from there (a held commit frame counts as the end),
- *      not from the xWrite calls: a transaction larger than the page cache spills frames early,
- *      and SQLite rewrites their checksums at commit;
+ *   2. reads the frames back from there (a held commit frame counts as the end) as the -wal
+ *      holds them, not as the xWrite calls came: a transaction larger than the page cache spills
+ *      frames early, and SQLite rewrites their checksums at commit. The shim collects the -wal's
+ *      writes and passes them to the file in one write (see "Write combining"), so the frames
+ *      of a commit are usually read from that memory, and then written, before they are shipped;
  *   3. hands them to syncrep.c: ship, sync the -wal here, wait for the acknowledgement, append to
  *      the log, release;
  *   4. on failure before the log append, truncates the -wal back to where the transaction
@@ -81,6 +83,11 @@ typedef struct capture_file {
     uint32_t wal_page_size;   /* from the -wal header; 0 until known */
     uint64_t held_offset;     /* the commit frame written held in this transaction, 0: none */
     int sync_flags;           /* of the xSync being served */
+    /* The active's -wal only: SQLite's writes not yet passed to the file, one contiguous run
+     * (see "Write combining" below). */
+    unsigned char *unwritten;
+    size_t unwritten_length, unwritten_capacity;
+    uint64_t unwritten_offset;
 } capture_file;
 
 #define CAPTURE_FILE_BYTES ((sizeof(capture_file) + 15) & ~(size_t)15)
@@ -88,11 +95,100 @@ typedef struct capture_file {
 
 static sqlite3_file *real_file(sqlite3_file *file) { return ((capture_file *)file)->real; }
 
+/* ---- write combining on the active's -wal ---------------------------------------------------
+ * SQLite writes a frame in two calls, its 24-byte header and then its page, so a commit of 30
+ * pages was 60 pwrite calls, and reading the frames back at the xSync 30 more. The shim collects
+ * contiguous writes to the -wal in memory instead and passes them to the file in one write: at
+ * the commit's xSync, before the transaction is shipped (so the file holds the frames before the
+ * passive can, as it did write by write), and before anything that looks at the file (a read, the
+ * size, a truncate, a sync, a close) or a write somewhere else. The xSync's scan reads the frames
+ * from that memory. Nothing changes for anyone else: until the xSync returns no other connection
+ * reads these frames (SQLite publishes them in the wal-index only after it), and a process killed
+ * before the write loses frames that were not synced yet anyway. */
+#define UNWRITTEN_MAX_BYTES (1u << 20)
+#define UNIX_WRITE_MAX_BYTES 65536 /* the unix VFS's xWrite takes less than 128 KiB at a time */
+
+/* Passes the collected writes to the file; SQLite's error code when it fails (they are dropped
+ * either way: the caller fails the write, the commit, or whatever needed them). */
+static int write_unwritten(capture_file *file)
+{
+    int rc = SQLITE_OK;
+    for (size_t done = 0; rc == SQLITE_OK && done < file->unwritten_length;) {
+        size_t amount = file->unwritten_length - done;
+        if (amount > UNIX_WRITE_MAX_BYTES) {
+            amount = UNIX_WRITE_MAX_BYTES;
+        }
+        rc = file->real->pMethods->xWrite(file->real, file->unwritten + done, (int)amount,
+                                          (sqlite3_int64)(file->unwritten_offset + done));
+        done += amount;
+    }
+    file->unwritten_length = 0;
+    return rc;
+}
+
+/* Collects a write when it continues the run (or starts one); false when it must go to the file
+ * (too large, out of memory). */
+static bool collect_write(capture_file *file, const void *buffer, size_t amount, uint64_t offset)
+{
+    if (file->unwritten_length > 0 &&
+        file->unwritten_offset + file->unwritten_length != offset) {
+        return false;
+    }
+    size_t needed = file->unwritten_length + amount;
+    if (needed > UNWRITTEN_MAX_BYTES) {
+        return false;
+    }
+    if (needed > file->unwritten_capacity) {
+        size_t capacity = file->unwritten_capacity ? file->unwritten_capacity : 65536;
+        while (capacity < needed) {
+            capacity *= 2;
+        }
+        unsigned char *grown = realloc(file->unwritten, capacity);
+        if (grown == NULL) {
+            return false;
+        }
+        file->unwritten = grown;
+        file->unwritten_capacity = capacity;
+    }
+    if (file->unwritten_length == 0) {
+        file->unwritten_offset = offset;
+    }
+    memcpy(file->unwritten + file->unwritten_length, buffer, amount);
+    file->unwritten_length += amount;
+    return true;
+}
+
+/* A write to the -wal: collected, or written after what was collected. */
+static int write_combined(capture_file *file, const void *buffer, int amount,
+                          sqlite3_int64 offset)
+{
+    if (collect_write(file, buffer, (size_t)amount, (uint64_t)offset)) {
+        return SQLITE_OK;
+    }
+    int rc = write_unwritten(file);
+    if (rc == SQLITE_OK && !collect_write(file, buffer, (size_t)amount, (uint64_t)offset)) {
+        rc = file->real->pMethods->xWrite(file->real, buffer, amount, offset);
+    }
+    return rc;
+}
+
 /* ---- the -wal commit path ------------------------------------------------------------------- */
 
+/* The -wal as SQLite wrote it: a range wholly inside the collected writes is read from them,
+ * anything else from the file, after the collected writes reach it when the range overlaps them. */
 static long read_through(void *context, void *buffer, size_t length, uint64_t offset)
 {
-    sqlite3_file *file = context;
+    capture_file *capture = context;
+    uint64_t start = capture->unwritten_offset, end = start + capture->unwritten_length;
+    if (capture->unwritten_length > 0 && offset >= start && offset + length <= end) {
+        memcpy(buffer, capture->unwritten + (offset - start), length);
+        return (long)length;
+    }
+    if (capture->unwritten_length > 0 && offset < end && offset + length > start &&
+        write_unwritten(capture) != SQLITE_OK) {
+        return -1;
+    }
+    sqlite3_file *file = capture->real;
     int rc = file->pMethods->xRead(file, buffer, (int)length, (sqlite3_int64)offset);
     if (rc == SQLITE_OK) {
         return (long)length;
@@ -203,7 +299,11 @@ static void truncate_back(capture_file *file, const repl_wal_cursor *start)
 {
     sqlite3_file *real = file->real;
     file->held_offset = 0;
-    int rc = real->pMethods->xTruncate(real, (sqlite3_int64)start->offset);
+    /* What was collected may begin before `start` (a new generation's header): written first. */
+    int rc = write_unwritten(file);
+    if (rc == SQLITE_OK) {
+        rc = real->pMethods->xTruncate(real, (sqlite3_int64)start->offset);
+    }
     if (rc == SQLITE_OK) {
         rc = real->pMethods->xSync(real, SQLITE_SYNC_FULL);
     }
@@ -264,27 +364,33 @@ static int commit(capture_file *file, const repl_wal_cursor *start,
     return rc;
 }
 
+/* An xSync that ends no transaction (a checkpoint's, a new header's): passed on. */
+static int sync_through(capture_file *file, int flags)
+{
+    int rc = write_unwritten(file);
+    return rc == SQLITE_OK ? file->real->pMethods->xSync(file->real, flags) : rc;
+}
+
 static int capture_wal_sync(capture_file *file, int flags)
 {
     repl_capture *capture = file->capture;
-    sqlite3_file *real = file->real;
     if (capture->poisoned) {
         record_outcome(capture, KT_STORE_REFUSED);
         return SQLITE_IOERR_FSYNC;
     }
     repl_wal_cursor header;
-    if (repl_wal_read_header(read_through, real, &header) != 0) {
+    if (repl_wal_read_header(read_through, file, &header) != 0) {
         capture->poisoned = true;
         record_outcome(capture, KT_STORE_REFUSED);
         return SQLITE_IOERR_FSYNC;
     }
     if (!header.valid) {
-        return real->pMethods->xSync(real, flags);
+        return sync_through(file, flags);
     }
     repl_wal_cursor start = transaction_start(capture, &header);
     repl_wal_scan_result found;
     repl_frames_reset(&capture->frames);
-    if (repl_wal_scan_holding(read_through, real, &start, &capture->frames, false, &found) != 0) {
+    if (repl_wal_scan_holding(read_through, file, &start, &capture->frames, false, &found) != 0) {
         repl_log(&capture->repl->logger, KT_REPL_LOG_WARNING, "replication: write refused: %s",
                  errno == EFBIG ? "its transaction changes more than 512 MiB of pages (split it)"
                                 : "its frames cannot be read back from the -wal");
@@ -292,7 +398,16 @@ static int capture_wal_sync(capture_file *file, int flags)
         return refuse_commit(file, &start);
     }
     if (found.commits == 0) {
-        return real->pMethods->xSync(real, flags);
+        return sync_through(file, flags);
+    }
+    int rc = write_unwritten(file); /* the frames in the file before they leave for the passive */
+    if (rc != SQLITE_OK) {
+        repl_log(&capture->repl->logger, KT_REPL_LOG_WARNING,
+                 "replication: write refused: its frames cannot be written to the -wal (SQLite "
+                 "code %d)", rc);
+        truncate_back(file, &start);
+        record_outcome(capture, (rc & 0xff) == SQLITE_FULL ? KT_STORE_FULL : KT_STORE_REFUSED);
+        return rc;
     }
     file->sync_flags = flags;
     return commit(file, &start, &found);
@@ -302,14 +417,21 @@ static int capture_wal_sync(capture_file *file, int flags)
 
 static int capture_close(sqlite3_file *file)
 {
-    sqlite3_file *real = real_file(file);
-    return real->pMethods->xClose(real);
+    capture_file *capture = (capture_file *)file;
+    int written = write_unwritten(capture);
+    free(capture->unwritten);
+    capture->unwritten = NULL;
+    capture->unwritten_capacity = 0;
+    int rc = capture->real->pMethods->xClose(capture->real);
+    return written != SQLITE_OK ? written : rc;
 }
 
 static int capture_read(sqlite3_file *file, void *buffer, int amount, sqlite3_int64 offset)
 {
-    sqlite3_file *real = real_file(file);
-    return real->pMethods->xRead(real, buffer, amount, offset);
+    capture_file *capture = (capture_file *)file;
+    int rc = write_unwritten(capture);
+    return rc == SQLITE_OK ? capture->real->pMethods->xRead(capture->real, buffer, amount, offset)
+                           : rc;
 }
 
 /* The failpoints that stand at a write: the active's -wal (a commit being written) and either
@@ -329,7 +451,7 @@ static bool starts_frame(capture_file *file, sqlite3_int64 offset)
 {
     if (file->wal_page_size == 0) {
         repl_wal_cursor header;
-        if (repl_wal_read_header(read_through, file->real, &header) != 0 || !header.valid) {
+        if (repl_wal_read_header(read_through, file, &header) != 0 || !header.valid) {
             return false;
         }
         file->wal_page_size = header.page_size;
@@ -349,7 +471,7 @@ static int write_held(capture_file *file, const void *buffer, int amount, sqlite
     }
     memcpy(copy, buffer, (size_t)amount);
     repl_wal_hold_header(copy);
-    int rc = file->real->pMethods->xWrite(file->real, copy, amount, offset);
+    int rc = write_combined(file, copy, amount, offset);
     free(copy);
     if (rc == SQLITE_OK) {
         file->held_offset = (uint64_t)offset;
@@ -380,7 +502,7 @@ static int wal_write(capture_file *file, const void *buffer, int amount, sqlite3
         repl_syncrep_holds_commits(capture->repl)) {
         return write_held(file, buffer, amount, offset);
     }
-    return file->real->pMethods->xWrite(file->real, buffer, amount, offset);
+    return write_combined(file, buffer, amount, offset);
 }
 
 static int capture_write(sqlite3_file *file, const void *buffer, int amount,
@@ -413,6 +535,10 @@ static int capture_truncate(sqlite3_file *file, sqlite3_int64 size)
     sqlite3_file *real = real_file(file);
     sqlite3_int64 current = 0;
     bool shipping_wal = capture->is_wal && capture->capture->ships;
+    int rc = write_unwritten(capture);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
     if (shipping_wal && size == 0 &&
         real->pMethods->xFileSize(real, &current) == SQLITE_OK && current <= WAL_KEPT_BYTES) {
         return SQLITE_OK; /* a -wal grown by a huge transaction is truncated all the same */
@@ -434,8 +560,9 @@ static int capture_sync(sqlite3_file *file, int flags)
 
 static int capture_file_size(sqlite3_file *file, sqlite3_int64 *size)
 {
-    sqlite3_file *real = real_file(file);
-    return real->pMethods->xFileSize(real, size);
+    capture_file *capture = (capture_file *)file;
+    int rc = write_unwritten(capture);
+    return rc == SQLITE_OK ? capture->real->pMethods->xFileSize(capture->real, size) : rc;
 }
 
 static int capture_lock(sqlite3_file *file, int level)
