@@ -16,7 +16,8 @@
  *   4. Wait for the passive's acknowledgement (spooled and fsynced there), its refusal, the loss
  *      of the link, or the deadline.
  *   5. Append the transaction to the log, without a sync, then release the commit frame, and only
- *      then return OK: SQLite makes the commit visible. The session sends the confirmation.
+ *      then return OK: SQLite makes the commit visible. The next transaction sent carries the
+ *      confirmation, or the session sends it (walsender.c, "confirming").
  *   Why the log needs no sync of its own: a released commit frame is proof that the passive
  *   acknowledged it, so after a crash startup rebuilds whatever the log lost from the -wal (and
  *   the log is synced before SQLite starts a new -wal generation over old frames); a commit frame
@@ -256,7 +257,9 @@ static kt_store_status make_committed(kt_repl *repl, const repl_entry *entry, bo
         abandon_inflight(repl);
     } else {
         inflight_clear(&repl->inflight);
-        repl_walsender_wake(repl); /* confirm it, or stream it (asynchronous) */
+        if (!synchronous) {
+            repl_walsender_wake(repl); /* stream it */
+        } /* synchronous: the next TX confirms it, or the session after CONFIRM_DELAY_MS */
         (void)pthread_cond_broadcast(&repl->changed);
     }
     (void)pthread_mutex_unlock(&repl->mutex);

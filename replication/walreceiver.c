@@ -371,6 +371,16 @@ static int handle_tx(receiver *session, const unsigned char *payload, size_t len
         (void)send_nack(session, entry->txid, REPL_NACK_EPOCH);
         return -1;
     }
+    if (!tx.committed && entry->txid > 1) {
+        /* The active sends a transaction only once the one before it committed: this one
+         * confirms it (walsender.c, "confirming"). Recorded before the append, whose fdatasync
+         * then makes both durable. */
+        kt_repl_position previous = {entry->epoch, entry->txid - 1, {0}};
+        memcpy(previous.hash, entry->prev, KT_HASH_BYTES);
+        if (confirm(session, &previous, false) != 0) {
+            return -1;
+        }
+    }
     if (repl_spool_append(repl->spool, entry, true) != 0) {
         bool order = errno == EINVAL;
         bool full = errno == ENOSPC || errno == EDQUOT;

@@ -32,6 +32,12 @@
  *              synchronous commit's transaction is sent by the committing thread itself, under the
  *              session's send lock (repl_walsender_send_inflight). State catchup becomes in_sync
  *              once the passive has acknowledged our tip.
+ *   confirming a synchronous transaction T+1 is sent only once T committed, so the passive takes
+ *              it as T's confirmation too (walreceiver.c). The session sends a CONFIRM only when
+ *              no TX has carried it CONFIRM_DELAY_MS after T's acknowledgement: under load that
+ *              is one message and one wake-up of each node less per commit; when writes stop,
+ *              the last one is confirmed a moment later (the passive applies every 50 ms
+ *              anyway), or by the next heartbeat if its commit had not reached the log by then.
  *   ending     on a send or receive failure, a message that fails to decode, a NACK, a peer
  *              silent for peer_timeout (SIGSTOP, cable; plus the transfer allowance of a TX sent
  *              and not yet answered, so that a big transaction is not taken for a dead peer),
@@ -56,6 +62,7 @@
 #define HANDSHAKE_TIMEOUT_MS 5000
 #define BASECOPY_ACK_TIMEOUT_MS (10 * 60 * 1000)
 #define MAX_SESSIONS 8
+#define CONFIRM_DELAY_MS 2
 
 struct repl_session {
     kt_repl *repl;
@@ -74,7 +81,8 @@ struct repl_session {
     bool send_lock_ready;
     /* stream state: written by whoever holds send_lock, read by the session thread */
     _Atomic uint64_t next_send;
-    uint64_t confirm_sent;
+    uint64_t confirm_sent;   /* the passive knows everything up to here committed (repl->mutex) */
+    int64_t confirm_due_ms;  /* session thread: when to send a CONFIRM no TX has carried; 0 none */
     int64_t last_heard_ms;
     int64_t last_heartbeat_ms;
     int quiet_allowance_ms;  /* the passive may be busy this much longer with a big transaction:
@@ -378,7 +386,8 @@ typedef enum stream_work {
     WORK_HANDOVER
 } stream_work;
 
-/* Holds repl->mutex. Picks the most urgent thing to send. */
+/* Holds repl->mutex. Picks the most urgent thing to send. A confirmation waits until it is due
+ * (see "confirming" above): a TX may carry it first. */
 static stream_work pick_work(repl_session *session, kt_repl_position *confirm)
 {
     kt_repl *repl = session->repl;
@@ -387,9 +396,13 @@ static stream_work pick_work(repl_session *session, kt_repl_position *confirm)
     if (session->next_send <= tip.txid) {
         return WORK_LOGGED;
     }
-    if (session->confirm_sent < tip.txid) {
+    bool waits = session->confirm_due_ms != 0 && repl_now_ms() < session->confirm_due_ms;
+    if (session->confirm_sent < tip.txid && !waits) {
         *confirm = tip;
         return WORK_CONFIRM;
+    }
+    if (!waits) {
+        session->confirm_due_ms = 0; /* carried by a TX, or nothing committed (yet) */
     }
     if (repl->handover_wanted && !repl->handover_sent && !inflight->active &&
         repl->peer_acked.txid == tip.txid) { /* switchover: the passive holds everything */
@@ -423,6 +436,9 @@ int repl_walsender_send_inflight(kt_repl *repl, const unsigned char *message, si
     repl_session *session = repl->link;
     uint64_t generation = repl->link_generation;
     repl->inflight.maybe_sent = true; /* from here on the passive may have it */
+    if (session->confirm_sent + 1 < repl->inflight.txid) {
+        session->confirm_sent = repl->inflight.txid - 1; /* this TX confirms its predecessor */
+    }
     (void)pthread_mutex_lock(&session->send_lock);
     (void)pthread_mutex_unlock(&repl->mutex);
     int result = -1;
@@ -473,7 +489,9 @@ static int send_logged(repl_session *session)
     repl_buffer_free(&message);
     repl_entry_free(&tx.entry);
     if (result == 0) {
+        (void)pthread_mutex_lock(&repl->mutex);
         session->confirm_sent = session->next_send; /* sent as committed */
+        (void)pthread_mutex_unlock(&repl->mutex);
         session->next_send++;
     }
     return result;
@@ -503,7 +521,12 @@ static int do_work(repl_session *session, stream_work work, const kt_repl_positi
         }
         result = send_position(session, REPL_MSG_CONFIRM, confirm);
         if (result == 0) {
-            session->confirm_sent = confirm->txid;
+            (void)pthread_mutex_lock(&session->repl->mutex);
+            if (session->confirm_sent < confirm->txid) {
+                session->confirm_sent = confirm->txid;
+            }
+            (void)pthread_mutex_unlock(&session->repl->mutex);
+            session->confirm_due_ms = 0;
         }
         break;
     case WORK_HANDOVER:
@@ -539,6 +562,9 @@ static int handle_ack(repl_session *session, const unsigned char *payload, size_
         repl->peer_acked = ack.position;
     }
     repl_syncrep_acknowledged(repl, &ack.position);
+    if (repl->synchronous) {
+        session->confirm_due_ms = repl_now_ms() + CONFIRM_DELAY_MS;
+    }
     maybe_in_sync(session);
     (void)pthread_cond_broadcast(&repl->changed);
     (void)pthread_mutex_unlock(&repl->mutex);
@@ -667,8 +693,13 @@ static const char *stream(repl_session *session)
             heartbeat_if_due(session) != 0) {
             return "sending to the passive failed";
         }
-        int64_t since = repl_now_ms() - session->last_heartbeat_ms;
-        int wait_ms = work != WORK_NONE ? 0 : (int)(repl->heartbeat_ms - since);
+        int64_t now = repl_now_ms();
+        int wait_ms = work != WORK_NONE ? 0
+                                        : (int)(repl->heartbeat_ms - (now - session->last_heartbeat_ms));
+        if (work == WORK_NONE && session->confirm_due_ms != 0 &&
+            session->confirm_due_ms - now < wait_ms) {
+            wait_ms = (int)(session->confirm_due_ms - now);
+        }
         if (wait_and_receive(session, wait_ms > 0 ? wait_ms : 0) != 0) {
             return "the connection to the passive failed";
         }
