@@ -123,6 +123,11 @@ $(OUT)/tests/test_tls_reload: tests/unit/test_tls_reload.c $(CIVETWEB_OBJ) $(OUR
 	@mkdir -p $(dir $@) $(OUT)/obj/tests/unit
 	$(CC) $(CPPFLAGS) -isystem $(CIVETWEB)/include $(CIVETWEB_DEFINES) $(CFLAGS) -MMD -MP -MF $(OUT)/obj/tests/unit/test_tls_reload.d -o $@ $< $(CIVETWEB_OBJ) $(LDFLAGS) $(OUR_LIBS) $(LDLIBS)
 
+# test_nonce_cache tests keytrusteed's replay cache alone: its object, and civetweb.h for the header.
+$(OUT)/tests/test_nonce_cache: tests/unit/test_nonce_cache.c $(OUT)/obj/app/keytrusteed/nonce_cache.o $(OUR_LIBS)
+	@mkdir -p $(dir $@) $(OUT)/obj/tests/unit
+	$(CC) $(CPPFLAGS) -isystem $(CIVETWEB)/include $(CIVETWEB_DEFINES) $(CFLAGS) -MMD -MP -MF $(OUT)/obj/tests/unit/test_nonce_cache.d -o $@ $< $(OUT)/obj/app/keytrusteed/nonce_cache.o $(LDFLAGS) $(OUR_LIBS) $(LDLIBS)
+
 $(OUT)/tests/%: tests/tools/%.c $(OUR_LIBS)
 	@mkdir -p $(dir $@) $(OUT)/obj/tests/tools
 	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -MF $(OUT)/obj/tests/tools/$*.d -o $@ $< $(LDFLAGS) $(OUR_LIBS) $(LDLIBS)
