@@ -91,12 +91,50 @@ static bool send_bytes(int fd, const void *data, size_t length)
     return true;
 }
 
+/* libFuzzer's timers interrupt system calls now and then (EINTR, seen after ~250,000 runs of
+ * make fuzz-long): the harness's own waits, accepts and connects go on through them. */
+static bool wait_ready(int fd, short events)
+{
+    struct pollfd poller = {fd, events, 0};
+    int ready;
+    do {
+        ready = poll(&poller, 1, TIMEOUT_MS);
+    } while (ready < 0 && errno == EINTR);
+    return ready > 0;
+}
+
+static int accept_connection(void)
+{
+    int fd;
+    do {
+        fd = accept(listener, NULL, NULL);
+    } while (fd < 0 && errno == EINTR);
+    return fd;
+}
+
+/* An interrupted connect goes on in the background: wait for it and take its outcome. */
+static int connect_to(int fd, const struct sockaddr_in *address)
+{
+    if (connect(fd, (const struct sockaddr *)address, sizeof *address) == 0)
+        return 0;
+    if (errno != EINTR)
+        return -1;
+    int failure = 0;
+    socklen_t size = sizeof failure;
+    if (!wait_ready(fd, POLLOUT) || getsockopt(fd, SOL_SOCKET, SO_ERROR, &failure, &size) != 0)
+        return -1;
+    if (failure != 0) {
+        errno = failure;
+        return -1;
+    }
+    return 0;
+}
+
 static bool receive_bytes(int fd, void *data, size_t length)
 {
     unsigned char *at = data;
     while (length > 0) {
-        struct pollfd poller = {fd, POLLIN, 0};
-        if (poll(&poller, 1, TIMEOUT_MS) <= 0)
+        if (!wait_ready(fd, POLLIN))
             return false;
         ssize_t got = recv(fd, at, length, 0);
         if (got < 0 && errno == EINTR)
@@ -251,8 +289,7 @@ static void *peer_main(void *context)
 {
     peer *self = context;
     if (self->mode == 1 || self->mode == 3) {
-        struct pollfd poller = {listener, POLLIN, 0};
-        if (poll(&poller, 1, TIMEOUT_MS) <= 0 || (self->fd = accept(listener, NULL, NULL)) < 0)
+        if (!wait_ready(listener, POLLIN) || (self->fd = accept_connection()) < 0)
             return NULL;
     }
     no_delay(self->fd);
@@ -378,9 +415,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                      .sin_addr.s_addr = htonl(0x7f000100u | (1 + source_index++ % 254))};
         FUZZ_CHECK(bind(other.fd, (struct sockaddr *)&source, sizeof source) == 0, "bind: %s",
                    strerror(errno));
-        FUZZ_CHECK(connect(other.fd, (struct sockaddr *)&address, sizeof address) == 0,
-                   "connect to the channel's listener: %s", strerror(errno));
-        channel_fd = accept(listener, NULL, NULL);
+        FUZZ_CHECK(connect_to(other.fd, &address) == 0, "connect to the channel's listener: %s",
+                   strerror(errno));
+        channel_fd = accept_connection();
         FUZZ_CHECK(channel_fd >= 0, "accept: %s", strerror(errno));
     }
     pthread_t thread;
